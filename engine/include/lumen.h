@@ -1,0 +1,368 @@
+/* lumen.h — the public API of Lumen's tensor engine (C11, prefix lm_).
+ *
+ * A short tour
+ * ------------
+ *   lm_tensor *x = lm_randn(LM_SHAPE(3, 4), LM_F32);     // new reference, or NULL on error
+ *   lm_tensor *y = lm_mul_scalar(x, 2.0);
+ *   lm_tensor *s = lm_sum(y, 0, NULL, false);           // reduce over every dim -> 0-dim tensor
+ *   if (!s) fprintf(stderr, "%s\n", lm_last_error());  // "mul: ..." names the op and shapes
+ *   char *txt = lm_to_string(s); puts(txt); free(txt);  // tensor(1.2345, dtype=f32)
+ *   lm_release(s); lm_release(y); lm_release(x);
+ *
+ * Ownership: every function that returns an lm_tensor* returns a NEW reference that the caller
+ * owns and gives back with lm_release(). Tensor arguments are borrowed. A function that fails
+ * returns NULL (or a non-zero lm_status) and sets a thread-local message (lm_last_error()). Passing
+ * NULL as a tensor argument fails without replacing the earlier message, so a chain of calls reports
+ * the first error.
+ *
+ * Memory model: a tensor is a view (shape, strides, offset) onto a refcounted storage (bytes).
+ * Views (reshape when possible, view, transpose, permute, narrow, slice, select, expand, squeeze,
+ * unsqueeze, flatten) share the storage and copy nothing. Strides and the offset are counted in
+ * ELEMENTS, not bytes. A stride of 0 (from expand) makes several indices address one element.
+ *
+ * Dims are 0-based everywhere and may be negative (-1 is the last dim), as in PyTorch.
+ * Broadcasting and type promotion follow PyTorch: u8 < i64 < f32 < f64.
+ */
+#ifndef LUMEN_H
+#define LUMEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_MAX_DIMS 8
+
+/* ------------------------------------------------------------------------------------------ */
+/* Types                                                                                        */
+
+typedef enum lm_dtype {
+    LM_F32 = 0, /* float, the default */
+    LM_F64,     /* double: gradient checks, precise references */
+    LM_I64,     /* int64_t: indices, labels */
+    LM_U8,      /* uint8_t: images, masks, and the results of comparisons (0 or 1) */
+    LM_DTYPE_COUNT
+} lm_dtype;
+
+typedef enum lm_device { LM_CPU = 0, LM_CUDA, LM_DEVICE_COUNT } lm_device;
+
+/* Every failure has a code and a thread-local message (lm_last_error). */
+typedef enum lm_status {
+    LM_OK = 0,
+    LM_ERR_ARG,         /* a bad argument: dim out of range, negative size, NULL pointer */
+    LM_ERR_SHAPE,       /* shapes that do not fit: broadcast, matmul, view */
+    LM_ERR_DTYPE,       /* a dtype the op does not accept */
+    LM_ERR_INDEX,       /* an index out of range in the data of an index tensor */
+    LM_ERR_MEMORY,      /* an allocation failed */
+    LM_ERR_IO,          /* a file could not be read or written */
+    LM_ERR_STATE,       /* an operation not allowed in this state (overlapping in-place write) */
+    LM_ERR_UNSUPPORTED, /* valid, but not implemented for this device or dtype */
+    LM_STATUS_COUNT
+} lm_status;
+
+/* Refcounted bytes. Several tensors (views) may share one storage. */
+typedef struct lm_storage {
+    void *data;        /* 64-byte aligned on the CPU */
+    size_t nbytes;
+    lm_device device;
+    int refcount;
+    uint32_t version;  /* bumped by every in-place write; autograd checks saved tensors with it */
+} lm_storage;
+
+struct lm_node;
+
+/* A view onto a storage. Fields may be read directly; change them only through the API. */
+typedef struct lm_tensor {
+    lm_storage *storage;
+    lm_dtype dtype;
+    int ndim;                       /* 0 for a scalar tensor; at most LM_MAX_DIMS */
+    int64_t shape[LM_MAX_DIMS];     /* sizes of each dim */
+    int64_t strides[LM_MAX_DIMS];   /* in elements; 0 for an expanded (broadcast) dim */
+    int64_t offset;                 /* in elements, from storage->data to element [0,...,0] */
+    int refcount;
+    /* autograd */
+    bool requires_grad;
+    struct lm_tensor *grad;         /* accumulated gradient, same shape, or NULL */
+    struct lm_node *grad_fn;        /* the op that produced this tensor, NULL for leaves */
+} lm_tensor;
+
+/* Shape literal for C callers: lm_zeros(LM_SHAPE(2, 3), LM_F32). */
+#define LM_SHAPE(...) \
+    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]){__VA_ARGS__}
+/* Dims literal: lm_sum(t, LM_DIMS(0, 2), true). */
+#define LM_DIMS(...) \
+    (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (const int[]){__VA_ARGS__}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                       */
+
+const char *lm_last_error(void);      /* message of the last failure on this thread ("" if none) */
+lm_status lm_last_status(void);
+void lm_clear_error(void);
+const char *lm_status_name(lm_status s);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lifetime and inspection                                                                      */
+
+lm_tensor *lm_retain(lm_tensor *t);   /* returns t with one more reference; NULL-safe */
+void lm_release(lm_tensor *t);        /* NULL-safe */
+
+const char *lm_dtype_name(lm_dtype dt);    /* "f32", "f64", "i64", "u8" */
+size_t lm_dtype_size(lm_dtype dt);
+bool lm_dtype_is_float(lm_dtype dt);
+lm_dtype lm_promote_types(lm_dtype a, lm_dtype b);
+
+int64_t lm_numel(const lm_tensor *t);
+int64_t lm_size(const lm_tensor *t, int dim);       /* -1 and an error for a bad dim */
+bool lm_is_contiguous(const lm_tensor *t);
+void *lm_data(const lm_tensor *t);                  /* address of element [0,...,0] */
+size_t lm_nbytes(const lm_tensor *t);               /* numel * element size */
+/* Writes "[2,3]" into buf (always terminated); returns buf. */
+char *lm_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap);
+/* The value of a one-element tensor as a double. */
+lm_status lm_item(const lm_tensor *t, double *out);
+/* The element at a full index (ndim entries, negatives allowed) as a double. */
+lm_status lm_get(const lm_tensor *t, const int64_t *index, double *out);
+lm_status lm_set(lm_tensor *t, const int64_t *index, double value);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Creation                                                                                     */
+
+lm_tensor *lm_empty(int ndim, const int64_t *shape, lm_dtype dt);
+lm_tensor *lm_zeros(int ndim, const int64_t *shape, lm_dtype dt);
+lm_tensor *lm_ones(int ndim, const int64_t *shape, lm_dtype dt);
+lm_tensor *lm_full(int ndim, const int64_t *shape, double value, lm_dtype dt);
+lm_tensor *lm_scalar(double value, lm_dtype dt);                 /* a 0-dim tensor */
+/* Copies numel elements of type dt from data (C order). */
+lm_tensor *lm_from_data(const void *data, lm_dtype dt, int ndim, const int64_t *shape);
+/* Same shape and dtype as t, but new memory. */
+lm_tensor *lm_empty_like(const lm_tensor *t);
+lm_tensor *lm_zeros_like(const lm_tensor *t);
+lm_tensor *lm_ones_like(const lm_tensor *t);
+lm_tensor *lm_full_like(const lm_tensor *t, double value);
+/* [start, end) by step, as torch.arange. */
+lm_tensor *lm_arange(double start, double end, double step, lm_dtype dt);
+lm_tensor *lm_linspace(double start, double end, int64_t steps, lm_dtype dt);
+lm_tensor *lm_eye(int64_t n, int64_t m, lm_dtype dt);
+
+/* Random numbers: Philox 4x32-10, counter based. Element i of a call gets a number that depends
+ * only on (seed, offset at the call, i): the same for any thread count and on any device. Each
+ * call advances the offset past the counters it used. */
+void lm_manual_seed(uint64_t seed);
+void lm_rng_get_state(uint64_t *seed, uint64_t *offset);
+void lm_rng_set_state(uint64_t seed, uint64_t offset);
+lm_tensor *lm_rand(int ndim, const int64_t *shape, lm_dtype dt);   /* uniform [0, 1) */
+lm_tensor *lm_randn(int ndim, const int64_t *shape, lm_dtype dt);  /* standard normal */
+/* Integers uniform in [low, high). */
+lm_tensor *lm_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, lm_dtype dt);
+/* In place: uniform [lo, hi), normal (mean, std), Bernoulli(p) as 0/1. */
+lm_status lm_uniform_(lm_tensor *t, double lo, double hi);
+lm_status lm_normal_(lm_tensor *t, double mean, double std);
+lm_status lm_bernoulli_(lm_tensor *t, double p);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Views (no copy) and copies                                                                   */
+
+/* One entry of shape may be -1 (inferred). view fails when the strides do not allow it;
+ * reshape copies in that case. */
+lm_tensor *lm_view(const lm_tensor *t, int ndim, const int64_t *shape);
+lm_tensor *lm_reshape(const lm_tensor *t, int ndim, const int64_t *shape);
+lm_tensor *lm_transpose(const lm_tensor *t, int dim0, int dim1);
+lm_tensor *lm_t(const lm_tensor *t);                              /* transpose of a 0..2-D tensor */
+lm_tensor *lm_permute(const lm_tensor *t, const int *dims);        /* t->ndim entries */
+lm_tensor *lm_narrow(const lm_tensor *t, int dim, int64_t start, int64_t length);
+/* Python-style slice start:end:step (step > 0); negative start/end count from the end and are
+ * clamped like Python's. */
+lm_tensor *lm_slice(const lm_tensor *t, int dim, int64_t start, int64_t end, int64_t step);
+lm_tensor *lm_select(const lm_tensor *t, int dim, int64_t index); /* drops dim */
+/* -1 in shape keeps that size; new leading dims may be added. */
+lm_tensor *lm_expand(const lm_tensor *t, int ndim, const int64_t *shape);
+lm_tensor *lm_expand_as(const lm_tensor *t, const lm_tensor *other);
+lm_tensor *lm_squeeze(const lm_tensor *t, int dim);                /* no-op if size != 1 */
+lm_tensor *lm_squeeze_all(const lm_tensor *t);
+lm_tensor *lm_unsqueeze(const lm_tensor *t, int dim);
+lm_tensor *lm_flatten(const lm_tensor *t, int start_dim, int end_dim);
+/* Returns t itself (a new reference) when already contiguous, else a contiguous copy. */
+lm_tensor *lm_contiguous(const lm_tensor *t);
+lm_tensor *lm_clone(const lm_tensor *t);
+/* Returns t itself (a new reference) when it already has dtype dt. */
+lm_tensor *lm_to_dtype(const lm_tensor *t, lm_dtype dt);
+/* Copies src into dst, broadcasting src to dst's shape and converting dtype. */
+lm_status lm_copy_(lm_tensor *dst, const lm_tensor *src);
+lm_status lm_fill_(lm_tensor *t, double value);
+lm_status lm_zero_(lm_tensor *t);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Element-wise ops, broadcasting, with type promotion                                          */
+
+/* Binary: the result has the broadcast shape and the promoted dtype (div of integers gives f32;
+ * comparisons give u8). */
+lm_tensor *lm_add(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_sub(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_mul(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_div(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_pow(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_maximum(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_minimum(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_eq(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_ne(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_lt(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_le(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_gt(const lm_tensor *a, const lm_tensor *b);
+lm_tensor *lm_ge(const lm_tensor *a, const lm_tensor *b);
+
+/* With a number: an integer tensor stays integer unless the number has a fractional part
+ * (then the result is f32). r-variants put the number first: rsub(t, s) = s - t. */
+lm_tensor *lm_add_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_sub_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_rsub_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_mul_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_div_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_rdiv_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_pow_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_rpow_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_maximum_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_minimum_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_eq_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_ne_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_lt_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_le_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_gt_scalar(const lm_tensor *a, double s);
+lm_tensor *lm_ge_scalar(const lm_tensor *a, double s);
+
+/* Unary. Integer inputs of the float-valued functions (exp, log, ...) give f32. */
+lm_tensor *lm_neg(const lm_tensor *a);
+lm_tensor *lm_abs(const lm_tensor *a);
+lm_tensor *lm_exp(const lm_tensor *a);
+lm_tensor *lm_log(const lm_tensor *a);
+lm_tensor *lm_log1p(const lm_tensor *a);
+lm_tensor *lm_sqrt(const lm_tensor *a);
+lm_tensor *lm_rsqrt(const lm_tensor *a);
+lm_tensor *lm_sin(const lm_tensor *a);
+lm_tensor *lm_cos(const lm_tensor *a);
+lm_tensor *lm_tanh(const lm_tensor *a);
+lm_tensor *lm_sigmoid(const lm_tensor *a);
+lm_tensor *lm_relu(const lm_tensor *a);
+lm_tensor *lm_gelu(const lm_tensor *a);        /* exact: x * Phi(x), with erf */
+lm_tensor *lm_gelu_tanh(const lm_tensor *a);   /* the tanh approximation */
+lm_tensor *lm_silu(const lm_tensor *a);
+lm_tensor *lm_leaky_relu(const lm_tensor *a, double negative_slope);
+/* Either bound may be -INFINITY / INFINITY for "none". */
+lm_tensor *lm_clamp(const lm_tensor *a, double min, double max);
+/* cond (u8 or any dtype: non-zero is true) ? a : b, all three broadcast together. */
+lm_tensor *lm_where(const lm_tensor *cond, const lm_tensor *a, const lm_tensor *b);
+
+/* In place: the result is written into a, which must already have the broadcast shape and a
+ * dtype that can hold the result (an integer tensor cannot take a float result). A written-to
+ * tensor whose elements overlap (an expanded view), or whose memory partly overlaps an input,
+ * is an LM_ERR_STATE error, as in PyTorch. */
+lm_status lm_add_(lm_tensor *a, const lm_tensor *b);
+lm_status lm_sub_(lm_tensor *a, const lm_tensor *b);
+lm_status lm_mul_(lm_tensor *a, const lm_tensor *b);
+lm_status lm_div_(lm_tensor *a, const lm_tensor *b);
+lm_status lm_pow_(lm_tensor *a, const lm_tensor *b);
+lm_status lm_add_scalar_(lm_tensor *a, double s);
+lm_status lm_sub_scalar_(lm_tensor *a, double s);
+lm_status lm_mul_scalar_(lm_tensor *a, double s);
+lm_status lm_div_scalar_(lm_tensor *a, double s);
+lm_status lm_pow_scalar_(lm_tensor *a, double s);
+lm_status lm_clamp_(lm_tensor *a, double min, double max);
+lm_status lm_neg_(lm_tensor *a);
+lm_status lm_exp_(lm_tensor *a);
+lm_status lm_log_(lm_tensor *a);
+lm_status lm_sqrt_(lm_tensor *a);
+lm_status lm_relu_(lm_tensor *a);
+lm_status lm_sigmoid_(lm_tensor *a);
+lm_status lm_tanh_(lm_tensor *a);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reductions. ndims == 0 (dims may be NULL) reduces over every dim. keepdim keeps reduced dims
+ * as size 1. Sums of integers give i64; mean/var/std/logsumexp/norm of integers give f32.      */
+
+lm_tensor *lm_sum(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+lm_tensor *lm_mean(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+lm_tensor *lm_prod(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+/* correction 1 is the unbiased estimator (PyTorch's default), 0 the population one. */
+lm_tensor *lm_var(const lm_tensor *t, int ndims, const int *dims, int64_t correction,
+                  bool keepdim);
+lm_tensor *lm_std(const lm_tensor *t, int ndims, const int *dims, int64_t correction,
+                  bool keepdim);
+lm_tensor *lm_logsumexp(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+/* p-norm: p = 2 Euclidean, 1, INFINITY (max abs), or any p > 0. */
+lm_tensor *lm_norm(const lm_tensor *t, double p, int ndims, const int *dims, bool keepdim);
+/* amax/amin: values only, over several dims. */
+lm_tensor *lm_amax(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+lm_tensor *lm_amin(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
+/* max/min along one dim: values and i64 indices (the first occurrence). Either out may be NULL. */
+lm_status lm_max_dim(const lm_tensor *t, int dim, bool keepdim, lm_tensor **values,
+                     lm_tensor **indices);
+lm_status lm_min_dim(const lm_tensor *t, int dim, bool keepdim, lm_tensor **values,
+                     lm_tensor **indices);
+/* The largest / smallest element of the whole tensor, as a 0-dim tensor. */
+lm_tensor *lm_max(const lm_tensor *t);
+lm_tensor *lm_min(const lm_tensor *t);
+/* i64 index of the max / min along dim; flatten_all = true gives the index into the flattened
+ * tensor (dim and keepdim are then ignored). */
+lm_tensor *lm_argmax(const lm_tensor *t, int dim, bool keepdim, bool flatten_all);
+lm_tensor *lm_argmin(const lm_tensor *t, int dim, bool keepdim, bool flatten_all);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Linear algebra                                                                               */
+
+/* torch.matmul: 1-D·1-D dot, 2-D·2-D, 1-D promoted to a matrix and removed after, and batched
+ * with broadcast batch dims. f32 and f64 (both operands the same dtype). Transposed views go to
+ * BLAS without a copy. */
+lm_tensor *lm_matmul(const lm_tensor *a, const lm_tensor *b);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Indexing and joining                                                                         */
+
+lm_tensor *lm_index_select(const lm_tensor *t, int dim, const lm_tensor *index);  /* i64 1-D */
+lm_tensor *lm_gather(const lm_tensor *t, int dim, const lm_tensor *index);        /* i64 */
+/* out = t; out[index[i][j]][j] += src[i][j] (dim 0), as torch.scatter_add. */
+lm_tensor *lm_scatter_add(const lm_tensor *t, int dim, const lm_tensor *index,
+                          const lm_tensor *src);
+lm_status lm_scatter_add_(lm_tensor *t, int dim, const lm_tensor *index, const lm_tensor *src);
+/* mask broadcasts to t's shape; elements where mask != 0 get value. */
+lm_tensor *lm_masked_fill(const lm_tensor *t, const lm_tensor *mask, double value);
+lm_status lm_masked_fill_(lm_tensor *t, const lm_tensor *mask, double value);
+lm_tensor *lm_cat(int n, lm_tensor *const *tensors, int dim);
+lm_tensor *lm_stack(int n, lm_tensor *const *tensors, int dim);
+/* Views of consecutive pieces of split_size along dim (the last may be smaller). Writes at
+ * most cap pieces into out; returns the number of pieces (which may exceed cap: then nothing is
+ * written), or -1 on error. chunk makes `chunks` pieces of equal size ceil(n/chunks). */
+int lm_split(const lm_tensor *t, int64_t split_size, int dim, lm_tensor **out, int cap);
+int lm_chunk(const lm_tensor *t, int chunks, int dim, lm_tensor **out, int cap);
+/* index (i64) -> i64 tensor of shape index.shape + [num_classes]; num_classes < 0: max + 1. */
+lm_tensor *lm_one_hot(const lm_tensor *index, int64_t num_classes);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Threads                                                                                      */
+
+/* Sets the threads of our OpenMP loops and of OpenBLAS together (they share one pool). */
+void lm_set_num_threads(int n);
+int lm_get_num_threads(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Printing                                                                                     */
+
+/* PyTorch-like text: "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]], dtype=f32)".
+ * Large tensors (more than 1000 elements) show 3 items at each edge of every dim and "...".
+ * Returns a malloc'd string (free() it), or NULL on error. */
+char *lm_to_string(const lm_tensor *t);
+lm_status lm_print(const lm_tensor *t);   /* lm_to_string to stdout, with a newline */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Testing hooks                                                                                */
+
+/* Makes the n-th engine allocation from now fail (n >= 1), or none when n <= 0. For tests of
+ * the out-of-memory paths. */
+void lm_debug_fail_alloc_after(int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LUMEN_H */

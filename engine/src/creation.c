@@ -1,0 +1,2 @@
+/* creation.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* elementwise.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* index.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* linalg.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* random.c — placeholder until written. */
+#include "internal.h"

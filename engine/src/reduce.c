@@ -1,0 +1,2 @@
+/* reduce.c — placeholder until written. */
+#include "internal.h"
