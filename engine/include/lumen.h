@@ -280,7 +280,8 @@ lm_status lm_tanh_(lm_tensor *a);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Reductions. ndims == 0 (dims may be NULL) reduces over every dim. keepdim keeps reduced dims
- * as size 1. Sums of integers give i64; mean/var/std/logsumexp/norm of integers give f32.      */
+ * as size 1. Sums of integers give i64; mean/var/std/logsumexp/norm of integers give f32
+ * (where PyTorch refuses them).                                                                */
 
 lm_tensor *lm_sum(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
 lm_tensor *lm_mean(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
@@ -291,7 +292,8 @@ lm_tensor *lm_var(const lm_tensor *t, int ndims, const int *dims, int64_t correc
 lm_tensor *lm_std(const lm_tensor *t, int ndims, const int *dims, int64_t correction,
                   bool keepdim);
 lm_tensor *lm_logsumexp(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
-/* p-norm: p = 2 Euclidean, 1, INFINITY (max abs), or any p > 0. */
+/* p-norm: p = 2 Euclidean, 1, INFINITY (max abs), 0 (count of non-zeros, as torch.norm), or any
+ * p > 0; negative p is an error. */
 lm_tensor *lm_norm(const lm_tensor *t, double p, int ndims, const int *dims, bool keepdim);
 /* amax/amin: values only, over several dims. */
 lm_tensor *lm_amax(const lm_tensor *t, int ndims, const int *dims, bool keepdim);
@@ -333,11 +335,141 @@ lm_tensor *lm_cat(int n, lm_tensor *const *tensors, int dim);
 lm_tensor *lm_stack(int n, lm_tensor *const *tensors, int dim);
 /* Views of consecutive pieces of split_size along dim (the last may be smaller). Writes at
  * most cap pieces into out; returns the number of pieces (which may exceed cap: then nothing is
- * written), or -1 on error. chunk makes `chunks` pieces of equal size ceil(n/chunks). */
+ * written), or -1 on error. chunk cuts pieces of ceil(n/chunks), as torch.chunk: that may give
+ * fewer than `chunks` pieces (6 into 4 gives 3); an empty dim gives `chunks` empty pieces. */
 int lm_split(const lm_tensor *t, int64_t split_size, int dim, lm_tensor **out, int cap);
 int lm_chunk(const lm_tensor *t, int chunks, int dim, lm_tensor **out, int cap);
 /* index (i64) -> i64 tensor of shape index.shape + [num_classes]; num_classes < 0: max + 1. */
 lm_tensor *lm_one_hot(const lm_tensor *index, int64_t num_classes);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Neural-network ops (forward + backward). Layouts as PyTorch: images NCHW, sequences NCL,
+ * Linear weights [out, in], conv weights [out, in/groups, kH, kW]. A NULL bias means none.     */
+
+typedef enum lm_reduction { LM_REDUCTION_MEAN = 0, LM_REDUCTION_SUM, LM_REDUCTION_NONE } lm_reduction;
+
+/* x [*, in] · wᵀ + b -> [*, out]. */
+lm_tensor *lm_linear(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b);
+/* x [N, C, L], w [O, C/groups, K]. */
+lm_tensor *lm_conv1d(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b, int stride,
+                     int padding, int dilation, int groups);
+/* x [N, C, H, W], w [O, C/groups, kH, kW]; stride, padding, dilation are {h, w}. */
+lm_tensor *lm_conv2d(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b,
+                     const int stride[2], const int padding[2], const int dilation[2], int groups);
+/* x [N, C, H, W], w [C, O/groups, kH, kW] (PyTorch's layout for transposed convolutions). */
+lm_tensor *lm_conv_transpose2d(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b,
+                               const int stride[2], const int padding[2],
+                               const int output_padding[2], const int dilation[2], int groups);
+/* Max pooling; indices (optional, i64, flat positions in each H*W plane as PyTorch) may be NULL. */
+lm_tensor *lm_max_pool2d(const lm_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2], const int dilation[2], bool ceil_mode,
+                         lm_tensor **indices);
+lm_tensor *lm_avg_pool2d(const lm_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2], bool ceil_mode, bool count_include_pad);
+lm_tensor *lm_adaptive_avg_pool2d(const lm_tensor *x, int64_t out_h, int64_t out_w);
+/* x [N, C, *]. Training: normalises with the batch statistics and updates running_mean/var in
+ * place (unbiased variance, momentum as PyTorch) when they are given; eval: uses them. */
+lm_tensor *lm_batch_norm(const lm_tensor *x, lm_tensor *running_mean, lm_tensor *running_var,
+                         const lm_tensor *weight, const lm_tensor *bias, bool training,
+                         double momentum, double eps);
+/* Normalises over the last n_norm dims (whose sizes must equal normalized_shape). */
+lm_tensor *lm_layer_norm(const lm_tensor *x, int n_norm, const int64_t *normalized_shape,
+                         const lm_tensor *weight, const lm_tensor *bias, double eps);
+lm_tensor *lm_group_norm(const lm_tensor *x, int64_t groups, const lm_tensor *weight,
+                         const lm_tensor *bias, double eps);
+/* Zeroes elements with probability p and scales the rest by 1/(1-p); identity when !training. */
+lm_tensor *lm_dropout(const lm_tensor *x, double p, bool training);
+/* weight [V, D], indices i64 of any shape -> [*, D]. Rows equal to padding_idx (>= 0) get no
+ * gradient; padding_idx < 0 means none. */
+lm_tensor *lm_embedding(const lm_tensor *weight, const lm_tensor *indices, int64_t padding_idx);
+lm_tensor *lm_softmax(const lm_tensor *x, int dim);
+lm_tensor *lm_log_softmax(const lm_tensor *x, int dim);
+/* logits [N, C] or [N, C, d1...] (or [C]); target i64 class indices [N] / [N, d1...]. weight
+ * (per class) may be NULL; targets equal to ignore_index contribute nothing (and are not counted
+ * by the mean). */
+lm_tensor *lm_cross_entropy(const lm_tensor *logits, const lm_tensor *target,
+                            const lm_tensor *weight, int64_t ignore_index,
+                            double label_smoothing, lm_reduction reduction);
+lm_tensor *lm_nll_loss(const lm_tensor *log_probs, const lm_tensor *target,
+                       const lm_tensor *weight, int64_t ignore_index, lm_reduction reduction);
+lm_tensor *lm_mse_loss(const lm_tensor *input, const lm_tensor *target, lm_reduction reduction);
+lm_tensor *lm_l1_loss(const lm_tensor *input, const lm_tensor *target, lm_reduction reduction);
+lm_tensor *lm_smooth_l1_loss(const lm_tensor *input, const lm_tensor *target, double beta,
+                             lm_reduction reduction);
+/* input are probabilities in [0, 1]. */
+lm_tensor *lm_binary_cross_entropy(const lm_tensor *input, const lm_tensor *target,
+                                   const lm_tensor *weight, lm_reduction reduction);
+lm_tensor *lm_binary_cross_entropy_with_logits(const lm_tensor *logits, const lm_tensor *target,
+                                               const lm_tensor *weight,
+                                               const lm_tensor *pos_weight,
+                                               lm_reduction reduction);
+/* q [*, L, E], k [*, S, E], v [*, S, Ev] -> [*, L, Ev]. attn_mask (additive, broadcast to
+ * [*, L, S]) may be NULL; is_causal masks j > i; scale <= 0 means 1/sqrt(E). */
+lm_tensor *lm_scaled_dot_product_attention(const lm_tensor *q, const lm_tensor *k,
+                                           const lm_tensor *v, const lm_tensor *attn_mask,
+                                           bool is_causal, double scale);
+
+/* Fused optimizer steps: one pass over a parameter, its gradient and its state, in place, with
+ * no graph. State tensors have the parameter's shape and dtype (zeros at the first step). */
+typedef struct lm_sgd_opts {
+    double lr, momentum, dampening, weight_decay;
+    bool nesterov, maximize;
+} lm_sgd_opts;
+/* momentum_buf may be NULL when momentum == 0; `first` says the buffer is not initialised yet
+ * (PyTorch sets it to the gradient at the first step). */
+lm_status lm_sgd_step(lm_tensor *param, lm_tensor *momentum_buf, bool first, lm_sgd_opts o);
+
+typedef struct lm_adam_opts {
+    double lr, beta1, beta2, eps, weight_decay;
+    bool decoupled_weight_decay; /* true: AdamW */
+    bool amsgrad, maximize;
+} lm_adam_opts;
+/* step counts from 1 (the step being taken). max_exp_avg_sq only with amsgrad. */
+lm_status lm_adam_step(lm_tensor *param, lm_tensor *exp_avg, lm_tensor *exp_avg_sq,
+                       lm_tensor *max_exp_avg_sq, int64_t step, lm_adam_opts o);
+
+typedef struct lm_rmsprop_opts {
+    double lr, alpha, eps, weight_decay, momentum;
+    bool centered, maximize;
+} lm_rmsprop_opts;
+/* momentum_buf with momentum > 0, grad_avg with centered; either may be NULL otherwise. */
+lm_status lm_rmsprop_step(lm_tensor *param, lm_tensor *square_avg, lm_tensor *momentum_buf,
+                          lm_tensor *grad_avg, lm_rmsprop_opts o);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Autograd (define-by-run, reverse mode)                                                       */
+/*
+ * A tensor that requires grad and is an input of an op makes the op's result record a node
+ * (t->grad_fn): the op, its inputs' nodes (or leaves), and the tensors its backward needs. A leaf
+ * is a tensor without grad_fn; lm_backward accumulates gradients into the .grad of leaves that
+ * require grad (and of non-leaves that called lm_retain_grad). In-place writes bump a storage
+ * version; a backward that finds a saved tensor modified since it was saved fails, as PyTorch. */
+
+/* Turns gradient tracking of a leaf on or off (a non-leaf cannot be turned off: detach it). */
+lm_status lm_requires_grad_(lm_tensor *t, bool requires_grad);
+bool lm_is_leaf(const lm_tensor *t);
+/* Seeds with `seed` (same shape as t), or with 1 when seed is NULL and t has one element.
+ * Frees the graph's saved tensors afterwards unless retain_graph. */
+lm_status lm_backward(lm_tensor *t, const lm_tensor *seed, bool retain_graph);
+/* A view of the same memory that is a leaf and does not require grad. */
+lm_tensor *lm_detach(const lm_tensor *t);
+/* Makes backward fill t->grad for a non-leaf too. */
+lm_status lm_retain_grad(lm_tensor *t);
+/* Drops t's gradient (t->grad becomes NULL), as PyTorch's zero_grad(set_to_none=True). */
+void lm_zero_grad(lm_tensor *t);
+/* Gradient mode for this thread: returns the previous mode, so scopes nest:
+ *   bool prev = lm_set_grad_enabled(false); ...; lm_set_grad_enabled(prev); */
+bool lm_set_grad_enabled(bool enabled);
+bool lm_grad_enabled(void);
+/* The module path recorded in new nodes ("encoder.layers.0.attn"); the Lua nn layer sets it
+ * while a module's forward runs. NULL or "" clears it. Returns the previous scope (valid until the
+ * next call). */
+const char *lm_set_scope(const char *scope);
+const char *lm_get_scope(void);
+/* The graph that produced t as JSON for the dashboard:
+ * {"nodes":[{"id":0,"op":"add","shape":[2,3],"dtype":"f32","scope":"0"}...],"edges":[[from,to]...]}
+ * Leaves that require grad appear as op "leaf". Returns a malloc'd string (free() it). */
+char *lm_graph_export(const lm_tensor *t);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Threads                                                                                      */
@@ -354,6 +486,13 @@ int lm_get_num_threads(void);
  * Returns a malloc'd string (free() it), or NULL on error. */
 char *lm_to_string(const lm_tensor *t);
 lm_status lm_print(const lm_tensor *t);   /* lm_to_string to stdout, with a newline */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memory                                                                                       */
+
+/* Freed blocks of 1 MiB and more are kept (up to 1 GiB) and reused for the same size, so a
+ * training loop does not page-fault fresh memory every step. This returns them to the system. */
+void lm_release_cached_memory(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Testing hooks                                                                                */

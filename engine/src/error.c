@@ -19,7 +19,16 @@ lm_status lm__error(lm_status code, const char *fmt, ...)
 bool lm__arg(const lm_tensor *t, const char *op)
 {
     if (t) return true;
-    if (last_status == LM_OK) lm__error(LM_ERR_ARG, "%s: NULL tensor argument", op);
+    /* A NULL argument is usually the result of a failed call just before: keep its message and
+     * status visible, as they say what went wrong. Errors are not cleared on success, so an old
+     * message may also show up here; it is labelled as earlier. */
+    if (last_status == LM_OK) {
+        lm__error(LM_ERR_ARG, "%s: NULL tensor argument", op);
+    } else {
+        char earlier[sizeof last_message];
+        snprintf(earlier, sizeof earlier, "%s", last_message);
+        lm__error(last_status, "%s: NULL tensor argument (earlier error: %s)", op, earlier);
+    }
     return false;
 }
 

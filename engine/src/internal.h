@@ -68,6 +68,15 @@ LM_INTERNAL lm_tensor *lm__expand_to(const lm_tensor *t, int ndim, const int64_t
 /* Reading and writing one element of any dtype as a double (slow paths, printing, tests). */
 LM_INTERNAL double lm__load(const void *p, lm_dtype dt);
 LM_INTERNAL void lm__store(void *p, lm_dtype dt, double v);
+/* Float to integer conversion of NaN or out-of-range values is undefined in C: NaN gives 0 and
+ * values beyond the i64 range saturate (PyTorch leaves these results unspecified). */
+static inline int64_t lm__f2i(double v)
+{
+    if (v != v) return 0;
+    if (v >= 9223372036854775807.0) return INT64_MAX;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)v;
+}
 /* Address of the element at a flat C-order index of t (any strides). */
 LM_INTERNAL char *lm__elem_ptr(const lm_tensor *t, int64_t flat);
 

@@ -53,8 +53,8 @@ void lm__store(void *p, lm_dtype dt, double v)
     switch (dt) {
     case LM_F32: *(float *)p = (float)v; break;
     case LM_F64: *(double *)p = v; break;
-    case LM_I64: *(int64_t *)p = isfinite(v) ? (int64_t)v : 0; break;
-    case LM_U8: *(uint8_t *)p = isfinite(v) ? (uint8_t)(int64_t)v : 0; break;
+    case LM_I64: *(int64_t *)p = lm__f2i(v); break;
+    case LM_U8: *(uint8_t *)p = (uint8_t)lm__f2i(v); break;
     default: break;
     }
 }
@@ -67,8 +67,6 @@ lm_tensor *lm_retain(lm_tensor *t)
     return t;
 }
 
-/* Autograd's node release lives in autograd.c once it exists; until then a tensor only owns
- * its storage and its grad. */
 void lm_release(lm_tensor *t)
 {
     if (!t || --t->refcount > 0) return;

@@ -4,9 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Float to integer conversion of NaN or out-of-range values is undefined in C; give 0 for
- * non-finite values (PyTorch's result there is unspecified too). */
-static inline int64_t f2i(double v) { return isfinite(v) ? (int64_t)v : 0; }
+#define f2i lm__f2i
 
 #define CVT_f32(v) ((float)(v))
 #define CVT_f64(v) ((double)(v))
