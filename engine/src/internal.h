@@ -118,6 +118,10 @@ struct lm_reduce_kernels;
 struct lm_blas_kernels;
 struct lm_index_kernels;
 struct lm_random_kernels;
+struct lm_conv_kernels;
+struct lm_norm_kernels;
+struct lm_loss_kernels;
+struct lm_optim_kernels;
 
 typedef struct lm_backend {
     const char *name;
@@ -128,6 +132,10 @@ typedef struct lm_backend {
     const struct lm_blas_kernels *blas;
     const struct lm_index_kernels *index;
     const struct lm_random_kernels *random;
+    const struct lm_conv_kernels *conv;     /* convolutions and pooling (nn_conv.c, nn_pool.c) */
+    const struct lm_norm_kernels *norm;     /* normalisations, dropout, embedding (nn_layers.c) */
+    const struct lm_loss_kernels *loss;     /* softmax, losses, attention (nn_loss.c) */
+    const struct lm_optim_kernels *optim;   /* fused optimizer steps (optim.c) */
 } lm_backend;
 
 /* The backend of a device, or NULL with an LM_ERR_UNSUPPORTED error naming op. */

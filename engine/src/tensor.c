@@ -1,6 +1,6 @@
 /* tensor.c — tensor lifetime, inspection, dtypes and the basic constructors (empty, zeros, full,
  * from_data, *_like). Random and range constructors live in random.c and creation.c. */
-#include "internal.h"
+#include "autograd.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -70,6 +70,10 @@ lm_tensor *lm_retain(lm_tensor *t)
 void lm_release(lm_tensor *t)
 {
     if (!t || --t->refcount > 0) return;
+    if (t->grad_fn) {
+        lm__tensor_dying(t);
+        lm__node_release(t->grad_fn);
+    }
     lm_release(t->grad);
     lm__storage_release(t->storage);
     lm__free(t);

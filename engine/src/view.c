@@ -1,7 +1,93 @@
-/* view.c — the views: new shape/strides/offset over the same storage, no copy. */
-#include "internal.h"
+/* view.c — the views: new shape/strides/offset over the same storage, no copy. Each records
+ * its backward when its input requires grad: views only move gradients around (reshape them,
+ * transpose them back, or place them into zeros at the viewed positions). */
+#include "autograd.h"
 
 #include <string.h>
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+static lm_status reshape_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    gi[0] = lm_reshape(g, n->inputs[0].ndim, n->inputs[0].shape);
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+static lm_status transpose_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    gi[0] = lm_transpose(g, (int)n->ip[0], (int)n->ip[1]);
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+static lm_status permute_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    int inverse[LM_MAX_DIMS];
+    for (int i = 0; i < g->ndim; i++) inverse[n->ip[i]] = i;
+    gi[0] = lm_permute(g, inverse);
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+/* The gradient of a view that picks elements: zeros of the input's shape with g written at the
+ * picked positions (the same view taken of the zeros). ip[0] is the dim. */
+static lm_status scatter_view_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi, bool select)
+{
+    lm_tensor *z = lm_zeros(n->inputs[0].ndim, n->inputs[0].shape, g->dtype);
+    if (!z) return lm_last_status();
+    int dim = (int)n->ip[0];
+    lm_tensor *v = select ? lm_select(z, dim, n->ip[1])
+                          : lm_slice(z, dim, n->ip[1], n->ip[1] + (g->shape[dim] - 1) * n->ip[2] + 1,
+                                     n->ip[2]);
+    lm_status st = v ? lm_copy_(v, g) : lm_last_status();
+    lm_release(v);
+    if (st) {
+        lm_release(z);
+        return st;
+    }
+    gi[0] = z;
+    return LM_OK;
+}
+
+static lm_status slice_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    return scatter_view_backward(n, g, gi, false);
+}
+
+static lm_status select_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    return scatter_view_backward(n, g, gi, true);
+}
+
+/* expand: the engine sums a broadcast-shaped gradient down to the input's shape. */
+static lm_status expand_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    (void)n;
+    gi[0] = lm_retain((lm_tensor *)g);
+    return LM_OK;
+}
+
+static const lm_grad_op view_grad = {"view", reshape_backward};
+static const lm_grad_op reshape_grad = {"reshape", reshape_backward};
+static const lm_grad_op squeeze_grad = {"squeeze", reshape_backward};
+static const lm_grad_op unsqueeze_grad = {"unsqueeze", reshape_backward};
+static const lm_grad_op transpose_grad = {"transpose", transpose_backward};
+static const lm_grad_op permute_grad = {"permute", permute_backward};
+static const lm_grad_op slice_grad = {"slice", slice_backward};
+static const lm_grad_op select_grad = {"select", select_backward};
+static const lm_grad_op expand_grad = {"expand", expand_backward};
+
+/* Records op for out (a view of in) when in requires grad; n integer parameters. Takes out. */
+static lm_tensor *track(lm_tensor *out, const lm_tensor *in, const lm_grad_op *op, int n,
+                        const int64_t *params)
+{
+    if (!out || !lm__needs_grad(1, &in)) return out;
+    lm_node *node = lm__record(op, out, 1, &in);
+    if (!node) {
+        lm_release(out);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) node->ip[i] = params[i];
+    return out;
+}
 
 /* Resolves one -1 in a requested shape against numel. */
 static bool infer_shape(const char *op, const lm_tensor *t, int ndim, const int64_t *shape,
@@ -88,7 +174,7 @@ lm_tensor *lm_view(const lm_tensor *t, int ndim, const int64_t *shape)
                 "view: shape %s is not compatible with the input's size and strides (shape %s); "
                 "use reshape, or contiguous first",
                 lm__shp_raw(ndim, sh).s, lm__shp(t).s);
-    return lm__view_of(t, ndim, sh, st, t->offset);
+    return track(lm__view_of(t, ndim, sh, st, t->offset), t, &view_grad, 0, NULL);
 }
 
 lm_tensor *lm_reshape(const lm_tensor *t, int ndim, const int64_t *shape)
@@ -96,11 +182,12 @@ lm_tensor *lm_reshape(const lm_tensor *t, int ndim, const int64_t *shape)
     if (!lm__arg(t, "reshape")) return NULL;
     int64_t sh[LM_MAX_DIMS], st[LM_MAX_DIMS];
     if (!infer_shape("reshape", t, ndim, shape, sh)) return NULL;
-    if (view_strides(t, ndim, sh, st)) return lm__view_of(t, ndim, sh, st, t->offset);
+    if (view_strides(t, ndim, sh, st))
+        return track(lm__view_of(t, ndim, sh, st, t->offset), t, &reshape_grad, 0, NULL);
     lm_tensor *c = lm_contiguous(t);
     if (!c) return NULL;
     lm__contiguous_strides(ndim, sh, st);
-    lm_tensor *r = lm__view_of(c, ndim, sh, st, c->offset);
+    lm_tensor *r = track(lm__view_of(c, ndim, sh, st, c->offset), c, &reshape_grad, 0, NULL);
     lm_release(c);
     return r;
 }
@@ -117,7 +204,8 @@ lm_tensor *lm_transpose(const lm_tensor *t, int dim0, int dim1)
         sh[a] = t->shape[b]; sh[b] = t->shape[a];
         st[a] = t->strides[b]; st[b] = t->strides[a];
     }
-    return lm__view_of(t, t->ndim, sh, st, t->offset);
+    return track(lm__view_of(t, t->ndim, sh, st, t->offset), t, &transpose_grad, 2,
+                 (const int64_t[]){a, b});
 }
 
 lm_tensor *lm_t(const lm_tensor *t)
@@ -126,7 +214,8 @@ lm_tensor *lm_t(const lm_tensor *t)
     if (t->ndim > 2)
         LM_FAIL(LM_ERR_ARG, "t: expects a tensor with at most 2 dims, got shape %s; use transpose",
                 lm__shp(t).s);
-    return t->ndim < 2 ? lm__view_of(t, t->ndim, t->shape, t->strides, t->offset)
+    return t->ndim < 2 ? track(lm__view_of(t, t->ndim, t->shape, t->strides, t->offset), t,
+                               &view_grad, 0, NULL)
                        : lm_transpose(t, 0, 1);
 }
 
@@ -134,7 +223,7 @@ lm_tensor *lm_permute(const lm_tensor *t, const int *dims)
 {
     if (!lm__arg(t, "permute")) return NULL;
     if (!dims && t->ndim) LM_FAIL(LM_ERR_ARG, "permute: NULL dims");
-    int64_t sh[LM_MAX_DIMS], st[LM_MAX_DIMS];
+    int64_t sh[LM_MAX_DIMS], st[LM_MAX_DIMS], order[LM_MAX_DIMS];
     uint32_t seen = 0;
     for (int i = 0; i < t->ndim; i++) {
         int d = lm__wrap_dim(dims[i], t->ndim, "permute");
@@ -145,8 +234,9 @@ lm_tensor *lm_permute(const lm_tensor *t, const int *dims)
         seen |= 1u << d;
         sh[i] = t->shape[d];
         st[i] = t->strides[d];
+        order[i] = d;
     }
-    return lm__view_of(t, t->ndim, sh, st, t->offset);
+    return track(lm__view_of(t, t->ndim, sh, st, t->offset), t, &permute_grad, t->ndim, order);
 }
 
 lm_tensor *lm_slice(const lm_tensor *t, int dim, int64_t start, int64_t end, int64_t step)
@@ -168,7 +258,8 @@ lm_tensor *lm_slice(const lm_tensor *t, int dim, int64_t start, int64_t end, int
     memcpy(st, t->strides, sizeof st);
     sh[d] = (end - start + step - 1) / step;
     st[d] = t->strides[d] * step;
-    return lm__view_of(t, t->ndim, sh, st, t->offset + start * t->strides[d]);
+    return track(lm__view_of(t, t->ndim, sh, st, t->offset + start * t->strides[d]), t, &slice_grad, 3,
+                 (const int64_t[]){d, start, step});
 }
 
 lm_tensor *lm_narrow(const lm_tensor *t, int dim, int64_t start, int64_t length)
@@ -203,7 +294,8 @@ lm_tensor *lm_select(const lm_tensor *t, int dim, int64_t index)
         sh[j] = t->shape[i];
         st[j++] = t->strides[i];
     }
-    return lm__view_of(t, t->ndim - 1, sh, st, t->offset + k * t->strides[d]);
+    return track(lm__view_of(t, t->ndim - 1, sh, st, t->offset + k * t->strides[d]), t, &select_grad,
+                 2, (const int64_t[]){d, k});
 }
 
 lm_tensor *lm_expand(const lm_tensor *t, int ndim, const int64_t *shape)
@@ -226,7 +318,7 @@ lm_tensor *lm_expand(const lm_tensor *t, int ndim, const int64_t *shape)
             sh[i] = shape[i];
         }
     }
-    return lm__expand_to(t, ndim, sh);
+    return track(lm__expand_to(t, ndim, sh), t, &expand_grad, 0, NULL);
 }
 
 lm_tensor *lm_expand_as(const lm_tensor *t, const lm_tensor *other)
@@ -240,7 +332,8 @@ lm_tensor *lm_squeeze(const lm_tensor *t, int dim)
     if (!lm__arg(t, "squeeze")) return NULL;
     int d = lm__wrap_dim(dim, t->ndim, "squeeze");
     if (d < 0) return NULL;
-    if (t->ndim == 0 || t->shape[d] != 1) return lm__view_of(t, t->ndim, t->shape, t->strides, t->offset);
+    if (t->ndim == 0 || t->shape[d] != 1)
+        return track(lm__view_of(t, t->ndim, t->shape, t->strides, t->offset), t, &squeeze_grad, 0, NULL);
     int64_t sh[LM_MAX_DIMS], st[LM_MAX_DIMS];
     int j = 0;
     for (int i = 0; i < t->ndim; i++) {
@@ -248,7 +341,7 @@ lm_tensor *lm_squeeze(const lm_tensor *t, int dim)
         sh[j] = t->shape[i];
         st[j++] = t->strides[i];
     }
-    return lm__view_of(t, j, sh, st, t->offset);
+    return track(lm__view_of(t, j, sh, st, t->offset), t, &squeeze_grad, 0, NULL);
 }
 
 lm_tensor *lm_squeeze_all(const lm_tensor *t)
@@ -261,7 +354,7 @@ lm_tensor *lm_squeeze_all(const lm_tensor *t)
         sh[j] = t->shape[i];
         st[j++] = t->strides[i];
     }
-    return lm__view_of(t, j, sh, st, t->offset);
+    return track(lm__view_of(t, j, sh, st, t->offset), t, &squeeze_grad, 0, NULL);
 }
 
 lm_tensor *lm_unsqueeze(const lm_tensor *t, int dim)
@@ -282,7 +375,7 @@ lm_tensor *lm_unsqueeze(const lm_tensor *t, int dim)
             st[i] = t->strides[j++];
         }
     }
-    return lm__view_of(t, t->ndim + 1, sh, st, t->offset);
+    return track(lm__view_of(t, t->ndim + 1, sh, st, t->offset), t, &unsqueeze_grad, 0, NULL);
 }
 
 lm_tensor *lm_flatten(const lm_tensor *t, int start_dim, int end_dim)

@@ -1,0 +1,2 @@
+/* nn_attention.c — placeholder until written. */
+#include "internal.h"

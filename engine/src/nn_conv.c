@@ -1,0 +1,2 @@
+/* nn_conv.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* nn_pool.c — placeholder until written. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* optim.c — placeholder until written. */
+#include "internal.h"
