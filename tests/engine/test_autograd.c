@@ -2,6 +2,7 @@
  * checks, no_grad, detach, retain_grad, deep graphs, scopes and the exported graph. Uses views
  * (whose backward lives in view.c) and a tiny op defined here, so it tests the core alone. */
 #include "autograd.h"
+#include "gradcheck.h"
 #include "lumen.h"
 #include "tap.h"
 
@@ -252,6 +253,85 @@ static void test_graph_export(void)
     lm_release(w);
 }
 
+/* ---- finite-difference checks of every view and copy ------------------------------------- */
+
+static lm_tensor *f_view(lm_tensor **x, void *c) { (void)c; return lm_view(x[0], LM_SHAPE(4, 3)); }
+static lm_tensor *f_reshape(lm_tensor **x, void *c) { (void)c; return lm_reshape(x[0], LM_SHAPE(2, -1)); }
+static lm_tensor *f_transpose(lm_tensor **x, void *c) { (void)c; return lm_transpose(x[0], 0, 1); }
+static lm_tensor *f_t(lm_tensor **x, void *c) { (void)c; return lm_t(x[0]); }
+static lm_tensor *f_permute(lm_tensor **x, void *c) { (void)c; return lm_permute(x[0], (int[]){1, 0}); }
+static lm_tensor *f_slice(lm_tensor **x, void *c) { (void)c; return lm_slice(x[0], 1, 1, 6, 2); }
+static lm_tensor *f_narrow(lm_tensor **x, void *c) { (void)c; return lm_narrow(x[0], 1, 1, 2); }
+static lm_tensor *f_select(lm_tensor **x, void *c) { (void)c; return lm_select(x[0], 1, -1); }
+static lm_tensor *f_expand(lm_tensor **x, void *c)
+{
+    (void)c;
+    lm_tensor *s = lm_narrow(x[0], 0, 0, 1);
+    lm_tensor *e = lm_expand(s, LM_SHAPE(2, 5, 6));
+    lm_release(s);
+    return e;
+}
+static lm_tensor *f_squeeze(lm_tensor **x, void *c)
+{
+    (void)c;
+    lm_tensor *u = lm_unsqueeze(x[0], 1);
+    lm_tensor *s = lm_squeeze(u, 1);
+    lm_release(u);
+    return s;
+}
+static lm_tensor *f_unsqueeze(lm_tensor **x, void *c) { (void)c; return lm_unsqueeze(x[0], -1); }
+static lm_tensor *f_flatten(lm_tensor **x, void *c) { (void)c; return lm_flatten(x[0], 0, -1); }
+static lm_tensor *f_contiguous(lm_tensor **x, void *c)
+{
+    (void)c;
+    lm_tensor *t = lm_transpose(x[0], 0, 1);
+    lm_tensor *r = lm_contiguous(t);
+    lm_release(t);
+    return r;
+}
+static lm_tensor *f_clone(lm_tensor **x, void *c) { (void)c; return lm_clone(x[0]); }
+static lm_tensor *f_to(lm_tensor **x, void *c)
+{
+    (void)c;
+    lm_tensor *f = lm_to_dtype(x[0], LM_F32);
+    lm_tensor *d = lm_to_dtype(f, LM_F64);
+    lm_release(f);
+    return d;
+}
+
+static void test_gradchecks(void)
+{
+    lm_tensor *x = gc_input(LM_SHAPE(2, 6), -1, 1);
+    lm_tensor *in[1] = {x};
+    gradcheck("view", f_view, 1, in, NULL);
+    gradcheck("reshape", f_reshape, 1, in, NULL);
+    gradcheck("transpose", f_transpose, 1, in, NULL);
+    gradcheck("t", f_t, 1, in, NULL);
+    gradcheck("permute", f_permute, 1, in, NULL);
+    gradcheck("slice", f_slice, 1, in, NULL);
+    gradcheck("narrow", f_narrow, 1, in, NULL);
+    gradcheck("select", f_select, 1, in, NULL);
+    gradcheck("expand", f_expand, 1, in, NULL);
+    gradcheck("squeeze", f_squeeze, 1, in, NULL);
+    gradcheck("unsqueeze", f_unsqueeze, 1, in, NULL);
+    gradcheck("flatten", f_flatten, 1, in, NULL);
+    gradcheck("contiguous", f_contiguous, 1, in, NULL);
+    gradcheck("clone", f_clone, 1, in, NULL);
+    gradcheck_opts("to (f64 -> f32 -> f64)", f_to, 1, in, NULL, (gc_opts){.eps = 1e-3, .atol = 1e-4, .rtol = 1e-3});
+    /* A non-contiguous leaf: a transposed view made without recording. */
+    bool prev = lm_set_grad_enabled(false);
+    lm_tensor *base = gc_input(LM_SHAPE(6, 2), -1, 1);
+    lm_tensor *tv = lm_transpose(base, 0, 1);
+    lm_set_grad_enabled(prev);
+    lm_requires_grad_(tv, true);
+    lm_tensor *in2[1] = {tv};
+    gradcheck("view of a transposed leaf (reshape copies)", f_reshape, 1, in2, NULL);
+    gradcheck("slice of a transposed leaf", f_slice, 1, in2, NULL);
+    lm_release(tv);
+    lm_release(base);
+    lm_release(x);
+}
+
 int main(void)
 {
     plan_auto();
@@ -262,5 +342,6 @@ int main(void)
     test_view_gradients();
     test_deep_graph();
     test_graph_export();
+    test_gradchecks();
     return done();
 }
