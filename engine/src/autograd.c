@@ -214,6 +214,41 @@ void lm__tensor_dying(lm_tensor *t)
     if (t->grad_fn && t->grad_fn->retain_target == t) t->grad_fn->retain_target = NULL;
 }
 
+lm_status lm__check_inplace_grad(const char *op, const lm_tensor *t)
+{
+    if (!grad_enabled || !t->requires_grad) return LM_OK;
+    if (!t->grad_fn)
+        return lm__error(LM_ERR_STATE,
+                         "%s: a leaf tensor that requires grad is used in an in-place operation "
+                         "(shape %s); write into it under no_grad, or into a clone",
+                         op, lm__shp(t).s);
+    if (t->grad_fn->op->is_view)
+        return lm__error(LM_ERR_STATE,
+                         "%s: in-place operation on a view (made by %s, shape %s) of a tensor that "
+                         "requires grad; its base's gradient would miss the write: clone() the "
+                         "view first",
+                         op, t->grad_fn->op->name, lm__shp(t).s);
+    return LM_OK;
+}
+
+void lm__take_history(lm_tensor *dst, lm_tensor *result)
+{
+    lm_node *node = result->grad_fn, *old = dst->grad_fn;
+    if (!node) return;
+    result->grad_fn = NULL;
+    dst->grad_fn = node;
+    dst->requires_grad = true;
+    if (old) {
+        /* retain_grad follows the tensor to its new node; the old node must not keep a pointer
+         * to dst (it may outlive dst as another tensor's input). */
+        if (old->retain_target == dst) {
+            old->retain_target = NULL;
+            node->retain_target = dst;
+        }
+        lm__node_release(old);
+    }
+}
+
 /* ---- user-facing switches ------------------------------------------------------------------ */
 
 bool lm_is_leaf(const lm_tensor *t) { return t && !t->grad_fn; }
@@ -264,6 +299,10 @@ void lm_zero_grad(lm_tensor *t)
  * be shared with other inputs. */
 static lm_status accumulate(lm_tensor **slot, lm_tensor *g, bool in_place)
 {
+    if (!*slot && !in_place) { /* a node's gradient is only read, and summed out of place */
+        *slot = g;
+        return LM_OK;
+    }
     if (!*slot) {
         if (g->refcount == 1 && g->storage->refcount == 1 && lm_is_contiguous(g) && !g->grad_fn) {
             *slot = g;

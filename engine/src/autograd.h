@@ -25,6 +25,7 @@ typedef lm_status (*lm_backward_fn)(lm_node *node, const lm_tensor *grad_out,
 typedef struct lm_grad_op {
     const char *name;        /* shown in errors and in the exported graph */
     lm_backward_fn backward;
+    bool is_view;            /* the output shares the input's memory */
 } lm_grad_op;
 
 #define LM_NODE_MAX_SAVED 6
@@ -78,6 +79,13 @@ LM_INTERNAL bool lm__input_needs_grad(const lm_node *node, int i);
 LM_INTERNAL lm_status lm__save_ints(lm_node *node, int n, const int64_t *v);
 /* Sums g down to a shape it was broadcast from (the reduction of broadcasting's backward). */
 LM_INTERNAL lm_tensor *lm__sum_to(const lm_tensor *g, int ndim, const int64_t *shape);
+/* May an in-place op write into t while gradients are recorded? Refuses (with an LM_ERR_STATE
+ * naming op) a leaf that requires grad, and a view of a tensor in a graph (the write would
+ * change the base's values behind its graph's back). */
+LM_INTERNAL lm_status lm__check_inplace_grad(const char *op, const lm_tensor *t);
+/* The tracked form of an in-place op: dst, whose values were just overwritten with result's,
+ * takes over result's node so its history continues from the op (retain_grad follows it). */
+LM_INTERNAL void lm__take_history(lm_tensor *dst, lm_tensor *result);
 /* Releases the node of a tensor being freed (iteratively: graphs can be very deep). */
 LM_INTERNAL void lm__node_release(lm_node *node);
 /* Called by lm_release when t dies: clears weak references to it. */

@@ -41,6 +41,7 @@ lm_status lm_copy_(lm_tensor *dst, const lm_tensor *src)
     if (!be) return lm_last_status();
     lm_tensor *s = lm__expand_to(src, dst->ndim, dst->shape);
     if (!s) {
+        if (lm_last_status() == LM_ERR_MEMORY) return LM_ERR_MEMORY;
         return lm__error(LM_ERR_SHAPE, "copy_: source shape %s cannot be broadcast to %s",
                          lm__shp(src).s, lm__shp(dst).s);
     }

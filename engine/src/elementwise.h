@@ -59,6 +59,12 @@ struct lm_elementwise_kernels {
     void (*unary)(lm_unary_op op, lm_tensor *out, const lm_tensor *a, const double *params);
     /* out = cond != 0 ? a : b. cond has any dtype; a, b and out share one dtype. */
     void (*where)(lm_tensor *out, const lm_tensor *cond, const lm_tensor *a, const lm_tensor *b);
+    /* The fused backward of the activations that dominate training: grad_in = grad_out * op'(x)
+     * in one pass. saved is what the forward kept: the output y for RELU, SIGMOID and TANH, the
+     * input x for GELU, GELU_TANH, SILU and LEAKY_RELU (params[0]: slope); no other op reaches
+     * it. The three tensors share one float dtype and the output's shape. */
+    void (*unary_backward)(lm_unary_op op, lm_tensor *grad_in, const lm_tensor *grad_out,
+                           const lm_tensor *saved, const double *params);
 };
 
 #endif /* LUMEN_ELEMENTWISE_H */

@@ -2,8 +2,10 @@
  * split, chunk and one_hot. This layer checks arguments, shapes and dtypes, sees that every
  * index value is checked (by a kernel or before it, see index.h), allocates the result and
  * calls the backend's index kernels. Each op kind has one internal function that its
- * out-of-place and in-place entry points share: the place where autograd will record it.
- * stack is unsqueeze + cat; split and chunk are narrow views. */
+ * out-of-place and in-place entry points share, which records the op for autograd; each
+ * backward sits next to its forward. stack is unsqueeze + cat with a node of its own; split
+ * and chunk are narrow views (which record themselves); one_hot gives integers. */
+#include "autograd.h"
 #include "index.h"
 
 #include <limits.h>
@@ -67,7 +69,100 @@ static bool index_fits(const char *op, const lm_tensor *index, const char *what,
     return true;
 }
 
+/* ---- autograd helpers ----------------------------------------------------------------------- */
+
+/* Zeros of input 0's shape with src added at index along dim: the backward of index_select and
+ * gather (repeated index values accumulate). Index values were checked by the forward. */
+static lm_tensor *scatter_into_zeros(const lm_node *n, int dim, const lm_tensor *index,
+                                     const lm_tensor *src)
+{
+    const lm_node_input *in = &n->inputs[0];
+    const lm_backend *be = lm__backend(src->storage->device, n->op->name);
+    lm_tensor *z = be ? lm__new(n->op->name, in->ndim, in->shape, src->dtype, src->storage->device)
+                      : NULL;
+    if (!z) return NULL;
+    be->copy->fill(z, 0.0);
+    int64_t bad;
+    if (lm_numel(index) > 0 && !be->index->scatter_add(z, dim, index, src, &bad)) {
+        index_error(n->op->name, bad, dim, size_at(z, dim));
+        lm_release(z);
+        return NULL;
+    }
+    return z;
+}
+
+/* In-place ops under gradient mode follow PyTorch: a leaf that requires grad must not be
+ * written (its gradient would describe values it no longer holds). Returns false with the
+ * error set for such a target. */
+static bool writable_under_grad(const char *op, const lm_tensor *t)
+{
+    return lm__check_inplace_grad(op, t) == LM_OK;
+}
+
+/* Any other target of an in-place op that takes part in the graph gets the op computed out of
+ * place, with its node (r, taken here), then takes r's values and node: its old node becomes
+ * the new node's input, so gradients flow through both. Returns the status. */
+static lm_status adopt_result(const char *op, lm_tensor *t, lm_tensor *r)
+{
+    if (!r) return lm_last_status();
+    /* The op's in-place checks passed for t, and r is new memory of t's shape and dtype: the
+     * copy kernel needs no more checks. */
+    const lm_backend *be = lm__backend(t->storage->device, op);
+    lm_status st = be ? LM_OK : lm_last_status();
+    if (!st) {
+        be->copy->copy(t, r);
+        lm__bump_version(t);
+    }
+    if (!st) lm__take_history(t, r);
+    lm_release(r);
+    return st;
+}
+
 /* ---- index_select and gather ---------------------------------------------------------------- */
+
+/* Node of both: ip[0] the dim; saved slot 0 the index. */
+static lm_status index_select_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    const lm_tensor *index = lm__saved(n, 0);
+    if (!index) return lm_last_status();
+    if (n->inputs[0].ndim == 0) { /* a 0-dim input: its one element was selected */
+        gi[0] = lm_retain((lm_tensor *)g);
+        return LM_OK;
+    }
+    /* The index seen with g's shape: it varies along dim only. */
+    int d = (int)n->ip[0];
+    int64_t strides[LM_MAX_DIMS] = {0};
+    strides[d] = index->ndim ? index->strides[0] : 0;
+    lm_tensor *iv = lm__view_of(index, g->ndim, g->shape, strides, index->offset);
+    gi[0] = iv ? scatter_into_zeros(n, d, iv, g) : NULL;
+    lm_release(iv);
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+static lm_status gather_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    const lm_tensor *index = lm__saved(n, 0);
+    if (!index) return lm_last_status();
+    gi[0] = scatter_into_zeros(n, (int)n->ip[0], index, g);
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+static const lm_grad_op index_select_grad = {"index_select", index_select_backward};
+static const lm_grad_op gather_grad = {"gather", gather_backward};
+
+/* Records out = op(t, dim, index) when t requires grad. Takes out; NULL on failure. */
+static lm_tensor *track_indexing(const lm_grad_op *op, lm_tensor *out, const lm_tensor *t,
+                                 int dim, const lm_tensor *index)
+{
+    if (!out || !lm__needs_grad(1, &t)) return out;
+    lm_node *node = lm__record(op, out, 1, &t);
+    if (!node || lm__save(node, index)) {
+        lm_release(out);
+        return NULL;
+    }
+    node->ip[0] = dim;
+    return out;
+}
 
 static lm_tensor *index_select_op(const lm_tensor *t, int dim, const lm_tensor *index)
 {
@@ -91,7 +186,7 @@ static lm_tensor *index_select_op(const lm_tensor *t, int dim, const lm_tensor *
     if (!be || !check_index_values(op, be, index, d, size_at(t, d))) return NULL;
     lm_tensor *out = lm__new(op, t->ndim, shape, t->dtype, t->storage->device);
     if (out && lm_numel(out) > 0) be->index->index_select(out, t, d, index);
-    return out;
+    return track_indexing(&index_select_grad, out, t, d, index);
 }
 
 static lm_tensor *gather_op(const lm_tensor *t, int dim, const lm_tensor *index)
@@ -113,7 +208,7 @@ static lm_tensor *gather_op(const lm_tensor *t, int dim, const lm_tensor *index)
         lm_release(out);
         return NULL;
     }
-    return out;
+    return track_indexing(&gather_grad, out, t, d, index);
 }
 
 lm_tensor *lm_index_select(const lm_tensor *t, int dim, const lm_tensor *index)
@@ -127,6 +222,45 @@ lm_tensor *lm_gather(const lm_tensor *t, int dim, const lm_tensor *index)
 }
 
 /* ---- scatter_add ---------------------------------------------------------------------------- */
+
+/* t's gradient passes through; src's is g gathered at the index, with zeros where src is larger
+ * than the index (those elements were not added). ip[0] the dim; saved slot 0 the index, kept
+ * only when src requires grad. Inputs: t, index, src. */
+static lm_status scatter_add_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    if (lm__input_needs_grad(n, 0)) gi[0] = lm_retain((lm_tensor *)g);
+    if (!lm__input_needs_grad(n, 2)) return LM_OK;
+    const lm_tensor *index = lm__saved(n, 0);
+    lm_tensor *picked = index ? lm_gather(g, (int)n->ip[0], index) : NULL;
+    if (!picked) return lm_last_status();
+    const lm_node_input *s = &n->inputs[2];
+    if (lm_numel(picked) == lm__shape_numel(s->ndim, s->shape)) {
+        gi[2] = lm_reshape(picked, s->ndim, s->shape);
+        lm_release(picked);
+        return gi[2] ? LM_OK : lm_last_status();
+    }
+    const lm_backend *be = lm__backend(g->storage->device, "scatter_add");
+    lm_tensor *z = be ? lm__new("scatter_add", s->ndim, s->shape, g->dtype, g->storage->device)
+                      : NULL;
+    lm_status st = z ? LM_OK : lm_last_status();
+    if (!st) be->copy->fill(z, 0.0);
+    if (!st && lm_numel(picked) > 0) {
+        /* The index's extent is the leading corner of src (the forward checked it fits). */
+        lm_tensor *corner = lm__view_of(z, picked->ndim, picked->shape, z->strides, z->offset);
+        if (corner) be->copy->copy(corner, picked);
+        else st = lm_last_status();
+        lm_release(corner);
+    }
+    lm_release(picked);
+    if (st) {
+        lm_release(z);
+        return st;
+    }
+    gi[2] = z;
+    return LM_OK;
+}
+
+static const lm_grad_op scatter_add_grad = {"scatter_add", scatter_add_backward};
 
 /* In place, t itself is written and returned (borrowed); otherwise a new tensor is. */
 static lm_tensor *scatter_add_op(lm_tensor *t, int dim, const lm_tensor *index,
@@ -149,7 +283,10 @@ static lm_tensor *scatter_add_op(lm_tensor *t, int dim, const lm_tensor *index,
         return NULL;
     const lm_backend *be = lm__backend(t->storage->device, op);
     if (!be) return NULL;
+    const lm_tensor *args[3] = {t, index, src};
+    bool track = lm__needs_grad(3, args);
     if (inplace) {
+        if (track && !writable_under_grad(op, t)) return NULL;
         const lm_tensor *in[2] = {index, src};
         if (lm__check_inplace(op, t, 2, in) != LM_OK) return NULL;
         /* Unlike an element-wise op, a scatter reads src in another order than it writes t, so
@@ -163,16 +300,33 @@ static lm_tensor *scatter_add_op(lm_tensor *t, int dim, const lm_tensor *index,
         /* The kernel checks values too, but stops at a bad one: in place, that would leave t
          * partly written. */
         if (!check_index_values(op, be, index, d, size_at(t, d))) return NULL;
+        if (track) return adopt_result(op, t, scatter_add_op(t, d, index, src, false)) ? NULL : t;
     }
-    lm_tensor *out = inplace ? t : lm_clone(t);
-    if (!out) return NULL;
+    lm_tensor *out = t;
+    if (!inplace) {
+        bool prev = lm_set_grad_enabled(false); /* the node below is the op's, not clone's */
+        out = lm_clone(t);
+        lm_set_grad_enabled(prev);
+        if (!out) return NULL;
+    }
     int64_t bad;
     if (lm_numel(index) > 0 && !be->index->scatter_add(out, d, index, src, &bad)) {
         index_error(op, bad, d, size_at(t, d));
         if (!inplace) lm_release(out);
         return NULL;
     }
-    if (inplace) lm__bump_version(t);
+    if (inplace) {
+        lm__bump_version(t);
+        return out;
+    }
+    if (track) {
+        lm_node *node = lm__record(&scatter_add_grad, out, 3, args);
+        if (!node || (src->requires_grad && lm__save(node, index))) {
+            lm_release(out);
+            return NULL;
+        }
+        node->ip[0] = d;
+    }
     return out;
 }
 
@@ -201,6 +355,17 @@ static bool broadcasts_to(const lm_tensor *mask, const lm_tensor *t)
     return true;
 }
 
+/* The gradient passes where the mask is 0; filled elements got a constant. Saved slot 0: the
+ * mask (as given: it broadcasts to g). */
+static lm_status masked_fill_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    const lm_tensor *mask = lm__saved(n, 0);
+    gi[0] = mask ? lm_masked_fill(g, mask, 0.0) : NULL;
+    return gi[0] ? LM_OK : lm_last_status();
+}
+
+static const lm_grad_op masked_fill_grad = {"masked_fill", masked_fill_backward};
+
 /* In place, t itself is written and returned (borrowed); otherwise a new tensor is. */
 static lm_tensor *masked_fill_op(lm_tensor *t, const lm_tensor *mask, double value, bool inplace)
 {
@@ -212,18 +377,31 @@ static lm_tensor *masked_fill_op(lm_tensor *t, const lm_tensor *mask, double val
                 lm__shp(mask).s, lm__shp(t).s);
     const lm_backend *be = lm__backend(t->storage->device, op);
     if (!be) return NULL;
+    bool track = lm__needs_grad(1, (const lm_tensor *const *)&t);
+    if (inplace && track && !writable_under_grad(op, t)) return NULL;
     lm_tensor *m = lm__expand_to(mask, t->ndim, t->shape);
     if (!m) return NULL;
     lm_tensor *out = NULL;
     if (inplace) {
         const lm_tensor *in[1] = {m};
         if (lm__check_inplace(op, t, 1, in) == LM_OK) out = t;
+        if (out && track) {
+            lm_release(m);
+            return adopt_result(op, t, masked_fill_op(t, mask, value, false)) ? NULL : t;
+        }
     } else {
         out = lm__new(op, t->ndim, t->shape, t->dtype, t->storage->device);
     }
     if (out && lm_numel(out) > 0) be->index->masked_fill(out, t, m, value);
     if (out && inplace) lm__bump_version(t);
     lm_release(m);
+    if (out && !inplace && track) {
+        lm_node *node = lm__record(&masked_fill_grad, out, 1, (const lm_tensor *const *)&t);
+        if (!node || lm__save(node, mask)) {
+            lm_release(out);
+            return NULL;
+        }
+    }
     return out;
 }
 
@@ -242,6 +420,54 @@ lm_status lm_masked_fill_(lm_tensor *t, const lm_tensor *mask, double value)
 
 /* PyTorch still accepts 1-D [0] tensors in cat whatever the other shapes are, and skips them. */
 static bool legacy_empty(const lm_tensor *t) { return t->ndim == 1 && t->shape[0] == 0; }
+
+/* Each input gets its own stretch of g along the dim, as a narrow view; inputs without elements
+ * (legacy 1-D [0] ones included, which took no room) get an empty gradient. ip[0]: the dim. */
+static lm_status cat_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    int d = (int)n->ip[0];
+    int64_t pos = 0;
+    for (int i = 0; i < n->n_inputs; i++) {
+        const lm_node_input *in = &n->inputs[i];
+        bool empty = lm__shape_numel(in->ndim, in->shape) == 0;
+        int64_t len = in->ndim == g->ndim ? in->shape[d] : 0;
+        if (lm__input_needs_grad(n, i)) {
+            gi[i] = empty ? lm__new("cat", in->ndim, in->shape, g->dtype, g->storage->device)
+                          : lm_narrow(g, d, pos, len);
+            if (!gi[i]) return lm_last_status();
+        }
+        pos += len;
+    }
+    return LM_OK;
+}
+
+/* Input i gets slice i of g along the new dim. ip[0]: the dim. */
+static lm_status stack_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    for (int i = 0; i < n->n_inputs; i++) {
+        if (!lm__input_needs_grad(n, i)) continue;
+        gi[i] = lm_select(g, (int)n->ip[0], i);
+        if (!gi[i]) return lm_last_status();
+    }
+    return LM_OK;
+}
+
+static const lm_grad_op cat_grad = {"cat", cat_backward};
+static const lm_grad_op stack_grad = {"stack", stack_backward};
+
+/* Records out, joined from the n inputs along dim d, when any input requires grad. Takes out. */
+static lm_tensor *track_joined(const lm_grad_op *op, lm_tensor *out, int n,
+                               const lm_tensor *const *ts, int d)
+{
+    if (!out || !lm__needs_grad(n, ts)) return out;
+    lm_node *node = lm__record(op, out, n, ts);
+    if (!node) {
+        lm_release(out);
+        return NULL;
+    }
+    node->ip[0] = d;
+    return out;
+}
 
 static lm_tensor *cat_op(const char *op, int n, const lm_tensor *const *ts, int dim)
 {
@@ -262,7 +488,7 @@ static lm_tensor *cat_op(const char *op, int n, const lm_tensor *const *ts, int 
     lm_device dev = ts[0]->storage->device;
     if (ref < 0) {
         if (lm__wrap_dim(dim, 1, op) < 0) return NULL;
-        return lm__new(op, 1, (const int64_t[]){0}, dt, dev);
+        return track_joined(&cat_grad, lm__new(op, 1, (const int64_t[]){0}, dt, dev), n, ts, 0);
     }
     const lm_tensor *r = ts[ref];
     int d = lm__wrap_dim(dim, r->ndim, op);
@@ -290,7 +516,7 @@ static lm_tensor *cat_op(const char *op, int n, const lm_tensor *const *ts, int 
     if (!be) return NULL;
     lm_tensor *out = lm__new(op, r->ndim, shape, dt, dev);
     if (out && lm_numel(out) > 0) be->index->cat(out, d, n, ts);
-    return out;
+    return track_joined(&cat_grad, out, n, ts, d);
 }
 
 lm_tensor *lm_cat(int n, lm_tensor *const *tensors, int dim)
@@ -321,12 +547,15 @@ lm_tensor *lm_stack(int n, lm_tensor *const *tensors, int dim)
     if (d < 0) return NULL;
     lm_tensor **views = lm__malloc(sizeof *views * (size_t)n);
     if (!views) return NULL;
+    /* The views and the join record nothing: stack has a node of its own. */
+    bool prev = lm_set_grad_enabled(false);
     int made = 0;
     while (made < n && (views[made] = lm_unsqueeze(tensors[made], d))) made++;
     lm_tensor *out = made == n ? cat_op(op, n, (const lm_tensor *const *)views, d) : NULL;
+    lm_set_grad_enabled(prev);
     for (int i = 0; i < made; i++) lm_release(views[i]);
     lm__free(views);
-    return out;
+    return track_joined(&stack_grad, out, n, (const lm_tensor *const *)tensors, d);
 }
 
 /* ---- split and chunk ------------------------------------------------------------------------ */

@@ -5,7 +5,11 @@
  * from the result. Batch dims broadcast as NumPy's. A matrix whose strides form a row-major
  * layout (column stride 1) or a transposed one (row stride 1) goes to BLAS where it lies, so
  * a.T, b.T and row slices cost no copy; any other layout is copied once, broadcast batch dims
- * excluded, so an expanded operand is never materialised. */
+ * excluded, so an expanded operand is never materialised.
+ *
+ * Backward: grad_a = g · bᵀ and grad_b = aᵀ · g, with the transposes taken as views so that
+ * they reach BLAS without copies (one gemm per gradient for matrices). */
+#include "autograd.h"
 #include "linalg.h"
 
 #include <string.h>
@@ -227,6 +231,82 @@ static lm_status matmul_compute(const lm_backend *be, const lm_tensor *a, const 
     return st;
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* The transpose of the last two dims of t (a view), releasing t. */
+static lm_tensor *mT(lm_tensor *t)
+{
+    lm_tensor *r = lm_transpose(t, -2, -1);
+    lm_release(t);
+    return r;
+}
+
+/* t without dim d (of size 1), releasing t. */
+static lm_tensor *drop_dim(lm_tensor *t, int d)
+{
+    lm_tensor *r = t ? lm_squeeze(t, d < 0 ? d + t->ndim : d) : NULL;
+    lm_release(t);
+    return r;
+}
+
+/* t viewed (or copied) as [rows, cols] with cols its last size, releasing t. */
+static lm_tensor *as_matrix(lm_tensor *t)
+{
+    lm_tensor *r = t ? lm_reshape(t, 2, (const int64_t[]){-1, t->shape[t->ndim - 1]}) : NULL;
+    lm_release(t);
+    return r;
+}
+
+/* A 1-D first operand is read as a row [1,K] and a 1-D second one as a column [K,1]; the
+ * gradient gets their dropped dims back, [..., M, N], each operand's gradient is computed for
+ * the matrix form and then loses the added dim again. Broadcast batch dims come back in the
+ * gradient's shape and the engine sums them down to the operand's, except in the common case of
+ * a batched a with a matrix b (a linear layer on [B, T, in]): there b's gradient, the sum of
+ * aᵀ · g over the batch, is one product of the flattened [B*M, K]ᵀ and [B*M, N]. ip[0] and
+ * ip[1] are the slots of the saved a and b (-1 when not saved: a is needed only for b's
+ * gradient, and b for a's). */
+static lm_status matmul_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
+{
+    const lm_tensor *a = n->ip[0] >= 0 ? lm__saved(n, (int)n->ip[0]) : NULL;
+    const lm_tensor *b = n->ip[1] >= 0 ? lm__saved(n, (int)n->ip[1]) : NULL;
+    if ((n->ip[0] >= 0 && !a) || (n->ip[1] >= 0 && !b)) return lm_last_status();
+    int na = n->inputs[0].ndim, nb = n->inputs[1].ndim;
+    lm_tensor *g2 = nb == 1 ? lm_unsqueeze(g, g->ndim) : lm_retain((lm_tensor *)g);
+    if (g2 && na == 1) {
+        lm_tensor *r = lm_unsqueeze(g2, -2);
+        lm_release(g2);
+        g2 = r;
+    }
+    if (!g2) return lm_last_status();
+    if (b && lm__input_needs_grad(n, 0)) {
+        lm_tensor *bt = nb == 1 ? lm_unsqueeze(b, 0) : lm_transpose(b, -2, -1);
+        lm_tensor *ga = bt ? lm_matmul(g2, bt) : NULL;
+        lm_release(bt);
+        gi[0] = na == 1 ? drop_dim(ga, -2) : ga;
+    }
+    if (a && lm__input_needs_grad(n, 1)) {
+        lm_tensor *gb;
+        if (na > 2 && nb <= 2) {
+            lm_tensor *at = mT(as_matrix(lm_retain((lm_tensor *)a)));
+            lm_tensor *gm = as_matrix(lm_retain(g2));
+            gb = at && gm ? lm_matmul(at, gm) : NULL;
+            lm_release(at);
+            lm_release(gm);
+        } else {
+            lm_tensor *at = na == 1 ? lm_unsqueeze(a, 1) : lm_transpose(a, -2, -1);
+            gb = at ? lm_matmul(at, g2) : NULL;
+            lm_release(at);
+        }
+        gi[1] = nb == 1 ? drop_dim(gb, -1) : gb;
+    }
+    lm_release(g2);
+    bool failed = (b && lm__input_needs_grad(n, 0) && !gi[0]) ||
+                  (a && lm__input_needs_grad(n, 1) && !gi[1]);
+    return failed ? lm_last_status() : LM_OK;
+}
+
+static const lm_grad_op matmul_grad = {"matmul", matmul_backward};
+
 lm_tensor *lm_matmul(const lm_tensor *a, const lm_tensor *b)
 {
     if (!lm__arg(a, "matmul") || !lm__arg(b, "matmul")) return NULL;
@@ -236,10 +316,23 @@ lm_tensor *lm_matmul(const lm_tensor *a, const lm_tensor *b)
     const lm_backend *be = lm__backend(a->storage->device, "matmul");
     if (!be) return NULL;
     lm_tensor *c = lm__new("matmul", ndim, shape, a->dtype, a->storage->device);
-    if (!c || lm_numel(c) == 0) return c;
-    if (matmul_compute(be, a, b, c, nbatch, bshape) != LM_OK) {
+    if (!c) return NULL;
+    if (lm_numel(c) > 0 && matmul_compute(be, a, b, c, nbatch, bshape) != LM_OK) {
         lm_release(c);
         return NULL;
+    }
+    const lm_tensor *in[2] = {a, b};
+    if (lm__needs_grad(2, in)) {
+        lm_node *node = lm__record(&matmul_grad, c, 2, in);
+        int slot = 0;
+        lm_status st = node ? LM_OK : lm_last_status();
+        if (!st) node->ip[0] = node->ip[1] = -1;
+        if (!st && b->requires_grad && !(st = lm__save(node, a))) node->ip[0] = slot++;
+        if (!st && a->requires_grad && !(st = lm__save(node, b))) node->ip[1] = slot++;
+        if (st) {
+            lm_release(c);
+            return NULL;
+        }
     }
     return c;
 }

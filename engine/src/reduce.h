@@ -10,8 +10,9 @@
 
 #include "internal.h"
 
-/* One entry per public op kind, so autograd can tell amax (gradient shared between ties) from
- * max_dim (gradient to the returned index) later. */
+/* One entry per public op kind, so that autograd can tell amax (gradient shared between ties)
+ * from argmax (none); MAX/MIN serve lm_max (shared between ties, like amax) and lm_max_dim
+ * (gradient to the returned index), which reduce.c tells apart by the dims given. */
 typedef enum lm_reduce_op {
     LM_REDUCE_SUM = 0,
     LM_REDUCE_MEAN,

@@ -65,15 +65,15 @@ static lm_status expand_backward(lm_node *n, const lm_tensor *g, lm_tensor **gi)
     return LM_OK;
 }
 
-static const lm_grad_op view_grad = {"view", reshape_backward};
-static const lm_grad_op reshape_grad = {"reshape", reshape_backward};
-static const lm_grad_op squeeze_grad = {"squeeze", reshape_backward};
-static const lm_grad_op unsqueeze_grad = {"unsqueeze", reshape_backward};
-static const lm_grad_op transpose_grad = {"transpose", transpose_backward};
-static const lm_grad_op permute_grad = {"permute", permute_backward};
-static const lm_grad_op slice_grad = {"slice", slice_backward};
-static const lm_grad_op select_grad = {"select", select_backward};
-static const lm_grad_op expand_grad = {"expand", expand_backward};
+static const lm_grad_op view_grad = {"view", reshape_backward, true};
+static const lm_grad_op reshape_grad = {"reshape", reshape_backward, true};
+static const lm_grad_op squeeze_grad = {"squeeze", reshape_backward, true};
+static const lm_grad_op unsqueeze_grad = {"unsqueeze", reshape_backward, true};
+static const lm_grad_op transpose_grad = {"transpose", transpose_backward, true};
+static const lm_grad_op permute_grad = {"permute", permute_backward, true};
+static const lm_grad_op slice_grad = {"slice", slice_backward, true};
+static const lm_grad_op select_grad = {"select", select_backward, true};
+static const lm_grad_op expand_grad = {"expand", expand_backward, true};
 
 /* Records op for out (a view of in) when in requires grad; n integer parameters. Takes out. */
 static lm_tensor *track(lm_tensor *out, const lm_tensor *in, const lm_grad_op *op, int n,

@@ -22,6 +22,10 @@
             DT *restrict op = (DT *)o;                                                           \
             const ST *restrict ap = (const ST *)a;                                               \
             for (int64_t i = 0; i < n; i++) op[i] = CONV(ap[i]);                                 \
+        } else if (s[0] == (int64_t)sizeof(DT) && s[1] == 0) { /* an expanded source */         \
+            DT *restrict op = (DT *)o;                                                           \
+            const DT v = CONV(*(const ST *)a);                                                   \
+            for (int64_t i = 0; i < n; i++) op[i] = v;                                           \
         } else {                                                                                 \
             for (int64_t i = 0; i < n; i++)                                                      \
                 *(DT *)(o + i * s[0]) = CONV(*(const ST *)(a + i * s[1]));                       \

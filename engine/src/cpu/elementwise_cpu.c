@@ -1,15 +1,18 @@
 /* elementwise_cpu.c — CPU kernels of the element-wise family: one loop per (op, dtype), generated
- * from the tables BINARY_KERNELS, UNARY_KERNELS and the where grid below, run by lm__iter.
+ * from the tables BINARY_KERNELS, UNARY_KERNELS, the where grid and UNARY_BACKWARD_KERNELS (the
+ * fused backward of the activations) below, run by lm__iter.
  *
  * Each loop has a contiguous fast path (binary loops also one for a broadcast scalar operand,
- * stride 0, on either side) written with restrict pointers and `omp simd` so gcc vectorizes it,
- * and a strided fallback. In-place ops pass the output as an exact alias of the first input;
- * that is safe under restrict here because element i is read only to compute element i.
+ * stride 0, on either side; backward loops one for a broadcast incoming gradient) written with
+ * restrict pointers and `omp simd` so gcc vectorizes it, and a strided fallback. In-place ops
+ * pass the output as an exact alias of the first input; that is safe under restrict here because
+ * element i is read only to compute element i.
  *
  * glibc's expf, logf and erfcf have no vector variants without -ffast-math, so the f32
- * functions built on them (exp, sigmoid, silu, tanh, gelu, gelu_tanh, log, log1p) use exp_f32,
- * log_f32 and erfc_f32 below, which vectorize. sin, cos and pow call libm per element, and f64
- * always does: f64 serves gradient checks, where libm's accuracy is what counts. */
+ * functions built on them (exp, sigmoid, silu, tanh, gelu, gelu_tanh, log, log1p, and the
+ * backward of the activations) use exp_f32, log_f32 and erfc_f32 below, which vectorize. sin,
+ * cos and pow call libm per element, and f64 always does: f64 serves gradient checks, where
+ * libm's accuracy is what counts. */
 #include "../elementwise.h"
 
 #include <float.h>
@@ -449,8 +452,123 @@ static void cpu_where(lm_tensor *out, const lm_tensor *cond, const lm_tensor *a,
     lm__iter(4, ops, where_loops[cond->dtype][a->dtype], NULL, true);
 }
 
+/* ---- fused backward of the activations ---------------------------------------------------- */
+
+/* d/dx of gelu = Phi(x) + x phi(x), Phi the normal CDF and phi its density. */
+static inline float gelu_grad_f32(float x)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    float cdf = 0.5f * erfc_f32(-x * (float)M_SQRT1_2);
+    return cdf + x * inv_sqrt_2pi * exp_f32(-0.5f * x * x);
+}
+
+static inline double gelu_grad_f64(double x)
+{
+    const double inv_sqrt_2pi = 0.3989422804014327;
+    return 0.5 * erfc(-x * M_SQRT1_2) + x * inv_sqrt_2pi * exp(-0.5 * x * x);
+}
+
+/* gelu_tanh = x/2 (1 + t), t = tanh(k (x + c x^3)): the derivative is
+ * (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 c x^2). */
+static inline float gelu_tanh_grad_f32(float x)
+{
+    const float k = 0.7978845608028654f, c = 0.044715f;
+    float x2 = x * x;
+    float t = tanh_f32(k * (x + c * x2 * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x2);
+}
+
+static inline double gelu_tanh_grad_f64(double x)
+{
+    const double k = 0.7978845608028654, c = 0.044715;
+    double x2 = x * x;
+    double t = tanh(k * (x + c * x2 * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x2);
+}
+
+/* silu = x s(x) with s the sigmoid: the derivative is s (1 + x (1 - s)). */
+static inline float silu_grad_f32(float x)
+{
+    float sg = 1.0f / (1.0f + exp_f32(-x));
+    return sg * (1.0f + x * (1.0f - sg));
+}
+
+static inline double silu_grad_f64(double x)
+{
+    double sg = 1.0 / (1.0 + exp(-x));
+    return sg * (1.0 + x * (1.0 - sg));
+}
+
+/* (op, dtype, grad_in from the incoming gradient g, the saved value v and p0). v is the output
+ * for RELU, SIGMOID and TANH, the input otherwise (see elementwise.h). relu passes no gradient
+ * where its output is <= 0 and leaky_relu gives the slope where its input is <= 0, as PyTorch
+ * (so both send 0 or the slope at the kink, and NaN keeps the gradient of relu). */
+#define UNARY_BACKWARD_KERNELS(X)                                                                \
+    X(RELU, F32, v <= 0 ? 0.0f : g)                                                              \
+    X(RELU, F64, v <= 0 ? 0.0 : g)                                                               \
+    X(SIGMOID, F32, g * v * (1.0f - v))                                                          \
+    X(SIGMOID, F64, g * v * (1.0 - v))                                                           \
+    X(TANH, F32, g * (1.0f - v * v))                                                             \
+    X(TANH, F64, g * (1.0 - v * v))                                                              \
+    X(GELU, F32, g * gelu_grad_f32(v))                                                           \
+    X(GELU, F64, g * gelu_grad_f64(v))                                                           \
+    X(GELU_TANH, F32, g * gelu_tanh_grad_f32(v))                                                 \
+    X(GELU_TANH, F64, g * gelu_tanh_grad_f64(v))                                                 \
+    X(SILU, F32, g * silu_grad_f32(v))                                                           \
+    X(SILU, F64, g * silu_grad_f64(v))                                                           \
+    X(LEAKY_RELU, F32, v > 0 ? g : g * p0)                                                       \
+    X(LEAKY_RELU, F64, v > 0 ? g : g * p0)
+
+/* Operands: grad_in, grad_out, saved. The incoming gradient is often an expanded number (the
+ * backward of a sum or a mean), hence the second fast path with g read once. */
+#define UNARY_BACKWARD_LOOP(OP, DT, EXPR)                                                        \
+    static void unary_backward_##OP##_##DT(char **d, const int64_t *s, int64_t n, void *ctx)     \
+    {                                                                                            \
+        typedef T_##DT T;                                                                        \
+        const double *prm = ctx;                                                                 \
+        const T p0 = PARAM_##DT(prm[0]);                                                         \
+        (void)p0;                                                                                \
+        const int64_t ts = (int64_t)sizeof(T);                                                   \
+        T *restrict o = (T *)d[0];                                                               \
+        const T *restrict pg = (const T *)d[1];                                                  \
+        const T *restrict pv = (const T *)d[2];                                                  \
+        if (s[0] == ts && s[1] == ts && s[2] == ts) {                                            \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                  \
+            {                                                                                    \
+                const T g = pg[i], v = pv[i];                                                    \
+                o[i] = (T)(EXPR);                                                                \
+            }                                                                                    \
+        } else if (s[0] == ts && s[1] == 0 && s[2] == ts) {                                      \
+            const T g = *pg;                                                                     \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                                  \
+            {                                                                                    \
+                const T v = pv[i];                                                               \
+                o[i] = (T)(EXPR);                                                                \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                                    \
+                const T g = *(const T *)(d[1] + i * s[1]), v = *(const T *)(d[2] + i * s[2]);    \
+                *(T *)(d[0] + i * s[0]) = (T)(EXPR);                                             \
+            }                                                                                    \
+        }                                                                                        \
+    }
+UNARY_BACKWARD_KERNELS(UNARY_BACKWARD_LOOP)
+
+/* Sized by the enum: only the fused ops have entries. */
+#define UNARY_BACKWARD_ENTRY(OP, DT, EXPR) [LM_UNARY_##OP][LM_##DT] = unary_backward_##OP##_##DT,
+static const lm_loop_fn unary_backward_loops[LM_UNARY_COUNT][LM_DTYPE_COUNT] = {
+    UNARY_BACKWARD_KERNELS(UNARY_BACKWARD_ENTRY)};
+
+static void cpu_unary_backward(lm_unary_op op, lm_tensor *grad_in, const lm_tensor *grad_out,
+                               const lm_tensor *saved, const double *params)
+{
+    const lm_tensor *ops[3] = {grad_in, grad_out, saved};
+    lm__iter(3, ops, unary_backward_loops[op][saved->dtype], (void *)params, true);
+}
+
 LM_INTERNAL const struct lm_elementwise_kernels lm__cpu_elementwise_kernels = {
     .binary = cpu_binary,
     .unary = cpu_unary,
     .where = cpu_where,
+    .unary_backward = cpu_unary_backward,
 };
