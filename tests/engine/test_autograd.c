@@ -121,6 +121,13 @@ static void test_saved_tensors(void)
     lm_release(y2);
     ok(lm_fill_(c, 1.0) == LM_ERR_STATE, "fill_ of a tensor requiring grad while recording is refused");
     has_str(lm_last_error(), "requires grad; write into it under no_grad", "message");
+    /* In-place writes through a view of a graph tensor would bypass the base's history. */
+    lm_tensor *v = lm_narrow(c, 0, 0, 2);
+    ok(lm_add_scalar_(v, 1.0) == LM_ERR_STATE, "in-place op on a view of a non-leaf is refused");
+    has_str(lm_last_error(), "in-place operation on a view (made by slice, shape [2])", "message names the view");
+    lm_release(v);
+    ok(lm_add_scalar_(x, 1.0) == LM_ERR_STATE, "in-place op on a leaf requiring grad is refused");
+    has_str(lm_last_error(), "a leaf tensor that requires grad is used in an in-place operation", "message");
     lm_release(c);
     lm_release(x);
 }
