@@ -39,7 +39,7 @@ bool gradcheck_opts(const char *name, gc_fn f, int n, lm_tensor **inputs, void *
     if (o.eps == 0) o.eps = 1e-6;
     if (o.atol == 0) o.atol = 1e-7;
     if (o.rtol == 0) o.rtol = 1e-5;
-    for (int i = 0; i < n; i++) lm_zero_grad(inputs[i]);
+    for (int i = 0; i < n; i++) lm_zero_grad(inputs[i]); /* NULL entries (absent biases) are skipped */
 
     /* Analytic: backward of sum(out * w). */
     lm_tensor *y = f(inputs, ctx);
@@ -74,7 +74,7 @@ bool gradcheck_opts(const char *name, gc_fn f, int n, lm_tensor **inputs, void *
     char where[160] = "";
     for (int i = 0; i < n && good; i++) {
         lm_tensor *x = inputs[i];
-        if (!x->requires_grad) continue;
+        if (!x || !x->requires_grad) continue;
         if (!x->grad) {
             good = false;
             snprintf(where, sizeof where, "input %d got no gradient", i);
