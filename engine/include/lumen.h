@@ -490,7 +490,7 @@ lm_status lm_print(const lm_tensor *t);   /* lm_to_string to stdout, with a newl
 /* ------------------------------------------------------------------------------------------ */
 /* Memory                                                                                       */
 
-/* Freed blocks of 1 MiB and more are kept (up to 1 GiB) and reused for the same size, so a
+/* Freed blocks of 256 KiB and more are kept (up to 1 GiB) and reused for the same size, so a
  * training loop does not page-fault fresh memory every step. This returns them to the system. */
 void lm_release_cached_memory(void);
 

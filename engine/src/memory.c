@@ -11,11 +11,14 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
-#define LARGE_BLOCK (1u << 20)          /* blocks from 1 MiB are cached */
+#define LARGE_BLOCK (256u << 10)        /* blocks from 256 KiB are cached */
+#define HUGE_BLOCK (4u << 20)           /* blocks from 4 MiB go on huge pages */
 #define HUGE_ALIGN (2u << 20)
-#define CACHE_SLOTS 64
+#define MID_ALIGN (64u << 10)
+#define CACHE_SLOTS 128
 #define LM_CACHE_BYTES ((size_t)1 << 30) /* at most 1 GiB kept */
 
 /* Countdown to an injected allocation failure; 0 means none is armed. Tests are single
@@ -32,13 +35,14 @@ static struct {
     size_t bytes;
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* The size a request is served with: 64-byte multiples, 2 MiB multiples for large blocks (so
- * nearby sizes share cache entries and huge pages cover them). */
+/* The size a request is served with: 64-byte multiples; cached blocks in 64 KiB steps, huge
+ * ones in 2 MiB steps (so nearby sizes share cache entries and huge pages cover them). */
 static size_t rounded_size(size_t nbytes, bool *large)
 {
     size_t r = (nbytes + 63) & ~(size_t)63;
     *large = r >= LARGE_BLOCK;
-    if (*large) r = (r + HUGE_ALIGN - 1) & ~(size_t)(HUGE_ALIGN - 1);
+    size_t step = r >= HUGE_BLOCK ? HUGE_ALIGN : *large ? MID_ALIGN : 64;
+    r = (r + step - 1) & ~(size_t)(step - 1);
     return r ? r : 64;
 }
 
@@ -51,26 +55,35 @@ static void *cache_take(size_t size)
         p = cache.ptr[i];
         cache.bytes -= size;
         cache.count--;
-        cache.ptr[i] = cache.ptr[cache.count];
-        cache.size[i] = cache.size[cache.count];
+        memmove(cache.ptr + i, cache.ptr + i + 1, sizeof cache.ptr[0] * (size_t)(cache.count - i));
+        memmove(cache.size + i, cache.size + i + 1, sizeof cache.size[0] * (size_t)(cache.count - i));
         break;
     }
     pthread_mutex_unlock(&cache.lock);
     return p;
 }
 
+/* Keeps a freed block; when the cache is full the oldest blocks make room (sizes a program
+ * stopped using must not pin the cache). */
 static bool cache_put(void *p, size_t size)
 {
-    bool kept = false;
+    if (size > LM_CACHE_BYTES) return false;
+    void *evicted[CACHE_SLOTS];
+    int n_evicted = 0;
     pthread_mutex_lock(&cache.lock);
-    if (cache.count < CACHE_SLOTS && cache.bytes + size <= LM_CACHE_BYTES) {
-        cache.ptr[cache.count] = p;
-        cache.size[cache.count++] = size;
-        cache.bytes += size;
-        kept = true;
+    while (cache.count == CACHE_SLOTS || cache.bytes + size > LM_CACHE_BYTES) {
+        evicted[n_evicted++] = cache.ptr[0];
+        cache.bytes -= cache.size[0];
+        cache.count--;
+        memmove(cache.ptr, cache.ptr + 1, sizeof cache.ptr[0] * (size_t)cache.count);
+        memmove(cache.size, cache.size + 1, sizeof cache.size[0] * (size_t)cache.count);
     }
+    cache.ptr[cache.count] = p;
+    cache.size[cache.count++] = size;
+    cache.bytes += size;
     pthread_mutex_unlock(&cache.lock);
-    return kept;
+    for (int i = 0; i < n_evicted; i++) free(evicted[i]);
+    return true;
 }
 
 void lm_release_cached_memory(void)
@@ -98,16 +111,18 @@ void *lm__malloc(size_t nbytes)
         void *p = cache_take(size);
         if (p) return p;
     }
-    void *p = aligned_alloc(large ? HUGE_ALIGN : 64, size);
+    bool huge = size >= HUGE_BLOCK;
+    size_t align = huge ? HUGE_ALIGN : 64;
+    void *p = aligned_alloc(align, size);
     if (!p && large) { /* memory held by the cache may be what is missing */
         lm_release_cached_memory();
-        p = aligned_alloc(HUGE_ALIGN, size);
+        p = aligned_alloc(align, size);
     }
     if (!p) {
         lm__error(LM_ERR_MEMORY, "out of memory: allocation of %zu bytes failed", nbytes);
         return NULL;
     }
-    if (large) madvise(p, size, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+    if (huge) madvise(p, size, MADV_HUGEPAGE); /* advice only: failure changes nothing */
     return p;
 }
 
