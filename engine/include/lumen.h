@@ -360,7 +360,9 @@ lm_tensor *lm_conv2d(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b,
 lm_tensor *lm_conv_transpose2d(const lm_tensor *x, const lm_tensor *w, const lm_tensor *b,
                                const int stride[2], const int padding[2],
                                const int output_padding[2], const int dilation[2], int groups);
-/* Max pooling; indices (optional, i64, flat positions in each H*W plane as PyTorch) may be NULL. */
+/* Pooling over [N, C, H, W] or [C, H, W]. A NULL stride means the kernel size, NULL padding 0,
+ * NULL dilation 1. Max pooling's indices (i64, flat positions in each H*W plane as PyTorch) may
+ * be NULL. */
 lm_tensor *lm_max_pool2d(const lm_tensor *x, const int kernel[2], const int stride[2],
                          const int padding[2], const int dilation[2], bool ceil_mode,
                          lm_tensor **indices);
@@ -403,8 +405,9 @@ lm_tensor *lm_binary_cross_entropy_with_logits(const lm_tensor *logits, const lm
                                                const lm_tensor *weight,
                                                const lm_tensor *pos_weight,
                                                lm_reduction reduction);
-/* q [*, L, E], k [*, S, E], v [*, S, Ev] -> [*, L, Ev]. attn_mask (additive, broadcast to
- * [*, L, S]) may be NULL; is_causal masks j > i; scale <= 0 means 1/sqrt(E). */
+/* q [*, L, E], k [*, S, E], v [*, S, Ev] -> [*, L, Ev]. attn_mask (broadcast to [*, L, S]) may be
+ * NULL: a float mask is added to the scores, a u8 mask is boolean (0 = masked), as PyTorch 2;
+ * is_causal masks j > i; scale <= 0 means 1/sqrt(E). Loss weights never get gradients. */
 lm_tensor *lm_scaled_dot_product_attention(const lm_tensor *q, const lm_tensor *k,
                                            const lm_tensor *v, const lm_tensor *attn_mask,
                                            bool is_causal, double scale);
@@ -490,7 +493,7 @@ lm_status lm_print(const lm_tensor *t);   /* lm_to_string to stdout, with a newl
 /* ------------------------------------------------------------------------------------------ */
 /* Memory                                                                                       */
 
-/* Freed blocks of 256 KiB and more are kept (up to 1 GiB) and reused for the same size, so a
+/* Freed blocks of 64 KiB and more are kept (up to 1 GiB) and reused for the same size, so a
  * training loop does not page-fault fresh memory every step. This returns them to the system. */
 void lm_release_cached_memory(void);
 

@@ -14,10 +14,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define LARGE_BLOCK (256u << 10)        /* blocks from 256 KiB are cached */
+#define LARGE_BLOCK (64u << 10)         /* blocks from 64 KiB are cached */
 #define HUGE_BLOCK (4u << 20)           /* blocks from 4 MiB go on huge pages */
 #define HUGE_ALIGN (2u << 20)
-#define MID_ALIGN (64u << 10)
+#define MID_ALIGN (16u << 10)
 #define CACHE_SLOTS 128
 #define LM_CACHE_BYTES ((size_t)1 << 30) /* at most 1 GiB kept */
 
@@ -35,7 +35,7 @@ static struct {
     size_t bytes;
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* The size a request is served with: 64-byte multiples; cached blocks in 64 KiB steps, huge
+/* The size a request is served with: 64-byte multiples; cached blocks in 16 KiB steps, huge
  * ones in 2 MiB steps (so nearby sizes share cache entries and huge pages cover them). */
 static size_t rounded_size(size_t nbytes, bool *large)
 {
