@@ -45,6 +45,7 @@ valgrind: bootstrap
 bench: build
 	@./scripts/bootstrap --bench
 	./$(BUILD)/bench/engine_micro
+	BUILD=$(BUILD) bench/nn_step.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN) build-vg
