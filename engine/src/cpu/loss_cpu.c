@@ -30,37 +30,7 @@
 #define SUM_BLOCKS 256    /* most blocks a point-wise total is split into */
 #define SUM_BLOCK_MIN 4096
 
-/* exp(x) = 2^n e^r with n = round(x / ln 2), |r| <= ln(2)/2, e^r from Cephes' degree-6
- * polynomial (about 1 ulp). n is rounded by adding 1.5 * 2^23, which leaves it in the low
- * mantissa bits. 2^n is applied as two halves so every n from -151 to 128 is representable:
- * inputs clamped to [-105, 89] give 0 through the subnormals up to +inf, and NaN passes
- * through the arithmetic. (The same function as elementwise_cpu.c's, which is static there.) */
-static inline float exp_f32(float x)
-{
-    const float shifter = 12582912.0f;
-    float xc = x < -105.0f ? -105.0f : x;
-    xc = xc > 89.0f ? 89.0f : xc;
-    float t = xc * 1.44269504088896341f + shifter;
-    float n = t - shifter;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    int32_t ni = (int32_t)(tb - 0x4b400000u);
-    int32_t n1 = ni >> 1, n2 = ni - n1;
-    uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return y * s1 * s2;
-}
+#include "vmath.h"
 
 /* for (v = 0; v < n; v++) stmt, spread over the threads when par holds. A loop too small to
  * share never enters an OpenMP region: even with an if clause that is false, starting one cost
