@@ -460,6 +460,9 @@ lm_tensor *lm_detach(const lm_tensor *t);
 lm_status lm_retain_grad(lm_tensor *t);
 /* Drops t's gradient (t->grad becomes NULL), as PyTorch's zero_grad(set_to_none=True). */
 void lm_zero_grad(lm_tensor *t);
+/* Sets t's gradient to grad (same shape and dtype as t; a new reference is kept), or drops it
+ * when grad is NULL. For optimizers and users that compute gradients themselves. */
+lm_status lm_set_grad(lm_tensor *t, lm_tensor *grad);
 /* Gradient mode for this thread: returns the previous mode, so scopes nest:
  *   bool prev = lm_set_grad_enabled(false); ...; lm_set_grad_enabled(prev); */
 bool lm_set_grad_enabled(bool enabled);

@@ -292,6 +292,28 @@ void lm_zero_grad(lm_tensor *t)
     t->grad = NULL;
 }
 
+lm_status lm_set_grad(lm_tensor *t, lm_tensor *grad)
+{
+    if (!lm__arg(t, "set_grad")) return lm_last_status();
+    if (grad) {
+        bool same = grad->ndim == t->ndim && grad->dtype == t->dtype &&
+                    grad->storage->device == t->storage->device;
+        for (int d = 0; same && d < t->ndim; d++) same = grad->shape[d] == t->shape[d];
+        if (!same)
+            return lm__error(LM_ERR_SHAPE,
+                             "set_grad: a gradient of shape %s and dtype %s does not fit a tensor of "
+                             "shape %s and dtype %s",
+                             lm__shp(grad).s, lm_dtype_name(grad->dtype), lm__shp(t).s,
+                             lm_dtype_name(t->dtype));
+        if (grad == t)
+            return lm__error(LM_ERR_ARG, "set_grad: a tensor cannot be its own gradient");
+    }
+    lm_retain(grad);
+    lm_release(t->grad);
+    t->grad = grad;
+    return LM_OK;
+}
+
 /* ---- backward ------------------------------------------------------------------------------ */
 
 /* Adds g (owned) into *slot. A leaf's gradient is kept contiguous and owned by the leaf, so

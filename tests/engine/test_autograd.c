@@ -91,6 +91,25 @@ static void test_leaves(void)
     lm_release(x);
 }
 
+static void test_set_grad(void)
+{
+    lm_tensor *p = iota(LM_SHAPE(2, 2), LM_F32);
+    lm_tensor *g = lm_ones(LM_SHAPE(2, 2), LM_F32);
+    ok(lm_set_grad(p, g) == LM_OK && p->grad == g && g->refcount == 2, "set_grad keeps a reference");
+    lm_tensor *bad = lm_ones(LM_SHAPE(4), LM_F32);
+    ok(lm_set_grad(p, bad) == LM_ERR_SHAPE, "a gradient of another shape is refused");
+    has_str(lm_last_error(), "set_grad: a gradient of shape [4] and dtype f32 does not fit a tensor of shape [2,2]",
+            "message names both shapes");
+    lm_tensor *bad64 = lm_ones(LM_SHAPE(2, 2), LM_F64);
+    ok(lm_set_grad(p, bad64) == LM_ERR_SHAPE, "a gradient of another dtype is refused");
+    ok(p->grad == g, "a refused gradient leaves the old one");
+    ok(lm_set_grad(p, NULL) == LM_OK && p->grad == NULL && g->refcount == 1, "NULL drops it");
+    lm_release(bad64);
+    lm_release(bad);
+    lm_release(g);
+    lm_release(p);
+}
+
 static void test_saved_tensors(void)
 {
     lm_tensor *x = iota(LM_SHAPE(3), LM_F64);
@@ -344,6 +363,7 @@ int main(void)
     plan_auto();
     lm_manual_seed(1);
     test_leaves();
+    test_set_grad();
     test_saved_tensors();
     test_modes();
     test_view_gradients();
