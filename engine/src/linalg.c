@@ -39,11 +39,10 @@ static void matrix_strides(const lm_tensor *t, bool first, int64_t *rs, int64_t 
     }
 }
 
-/* Finds a BLAS layout for a rows x cols matrix with the given strides. The stride of a size-1
- * dim is arbitrary in a view (unsqueeze, select), so it is replaced by one that gives a legal
- * leading dim (BLAS wants ld >= max(1, cols) row-major, ld >= max(1, rows) transposed). */
-static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans,
-                        int64_t *ld)
+/* See linalg.h. The stride of a size-1 dim is arbitrary in a view (unsqueeze, select), so it is
+ * replaced by one that gives a legal leading dim (BLAS wants ld >= max(1, cols) row-major,
+ * ld >= max(1, rows) transposed). */
+bool lm__blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans, int64_t *ld)
 {
     if (cs == 1 || cols == 1) {
         int64_t l = rows == 1 ? max1(cols) : rs;
@@ -92,13 +91,13 @@ static bool operand_init(operand *o, const lm_tensor *t, bool first)
     }
     int64_t rs, cs;
     matrix_strides(t, first, &rs, &cs);
-    if (blas_layout(o->rows, o->cols, rs, cs, &o->trans, &o->ld)) return true;
+    if (lm__blas_layout(o->rows, o->cols, rs, cs, &o->trans, &o->ld)) return true;
     o->copy = compact_copy(t, o->nbatch);
     if (!o->copy) return false;
     o->t = o->copy;
     matrix_strides(o->copy, first, &rs, &cs);
     /* Contiguous strides always give the row-major layout. */
-    blas_layout(o->rows, o->cols, rs, cs, &o->trans, &o->ld);
+    lm__blas_layout(o->rows, o->cols, rs, cs, &o->trans, &o->ld);
     return true;
 }
 

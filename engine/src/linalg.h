@@ -49,4 +49,10 @@ struct lm_blas_kernels {
     lm_status (*gemm_batched)(const char *op, const lm_gemm *g, const lm_gemm_batch *batch);
 };
 
+/* The BLAS layout of a rows x cols matrix whose element (i, j) lies at i*rs + j*cs: row-major
+ * with leading dim ld, or (trans) the row-major transpose; false when neither fits and the
+ * matrix needs a contiguous copy. Shared by matmul and linear. */
+LM_INTERNAL bool lm__blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans,
+                                 int64_t *ld);
+
 #endif /* LUMEN_LINALG_H */

@@ -82,25 +82,6 @@ typedef struct {
     int64_t ld;
 } matrix;
 
-/* The BLAS layout of a rows x cols matrix whose element (i, j) lies at i*rs + j*cs: row-major
- * with leading dim ld, or (trans) the row-major transpose; false when neither fits. A size-1
- * dim's stride is free, so it is chosen to give a legal leading dim. */
-static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans,
-                        int64_t *ld)
-{
-    if ((cs == 1 || cols == 1) && (rows == 1 || rs >= max1(cols))) {
-        *trans = false;
-        *ld = rows == 1 ? max1(cols) : rs;
-        return true;
-    }
-    if ((rs == 1 || rows == 1) && (cols == 1 || cs >= max1(rows))) {
-        *trans = true;
-        *ld = cols == 1 ? max1(rows) : cs;
-        return true;
-    }
-    return false;
-}
-
 /* The row stride of t seen as [numel / last, last]: its leading dims must step through memory
  * as one dim (they do for a contiguous tensor and for a 2-D view of any strides). */
 static bool merged_row_stride(const lm_tensor *t, int64_t *rs)
@@ -128,7 +109,7 @@ static bool matrix_of(const lm_tensor *t, int64_t rows, int64_t cols, matrix *m)
 {
     m->hold = NULL;
     int64_t rs = 0, cs = t->strides[t->ndim - 1];
-    if (!merged_row_stride(t, &rs) || !blas_layout(rows, cols, rs, cs, &m->trans, &m->ld)) {
+    if (!merged_row_stride(t, &rs) || !lm__blas_layout(rows, cols, rs, cs, &m->trans, &m->ld)) {
         bool prev = lm_set_grad_enabled(false);
         m->hold = lm_contiguous(t);
         lm_set_grad_enabled(prev);
