@@ -494,6 +494,44 @@ char *lm_to_string(const lm_tensor *t);
 lm_status lm_print(const lm_tensor *t);   /* lm_to_string to stdout, with a newline */
 
 /* ------------------------------------------------------------------------------------------ */
+/* Files: .npy, safetensors, IDX (MNIST), CSV                                                   */
+/* Failures name the path (LM_ERR_IO for a missing or unreadable file, LM_ERR_ARG for a file
+ * whose contents do not follow the format, with the offending field). */
+
+/* NumPy .npy (format 1.0/2.0/3.0, C or Fortran order): <f4 <f8 <i8 |u1 map to f32 f64 i64 u8;
+ * <i4 <i2 |i1 |b1 widen to i64/u8. Writes format 1.0, C order. */
+lm_tensor *lm_load_npy(const char *path);
+lm_status lm_save_npy(const lm_tensor *t, const char *path);
+
+/* safetensors (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length,
+ * a JSON header {name: {"dtype", "shape", "data_offsets"}, "__metadata__": {str: str}}, then the
+ * bytes. Dtypes F32 F64 I64 U8. Tensors are written in the order given, names must be unique. */
+typedef struct lm_tensor_file {
+    int n;                /* tensors, in file order */
+    char **names;
+    lm_tensor **tensors;  /* owned: lm_tensor_file_free releases them */
+    int n_meta;           /* __metadata__ entries */
+    char **meta_keys;
+    char **meta_values;
+} lm_tensor_file;
+lm_status lm_safetensors_save(const char *path, int n, const char *const *names,
+                              lm_tensor *const *tensors, int n_meta,
+                              const char *const *meta_keys, const char *const *meta_values);
+lm_tensor_file *lm_safetensors_load(const char *path);
+void lm_tensor_file_free(lm_tensor_file *f);   /* NULL-safe */
+
+/* IDX (the MNIST format), gzipped or not (detected from the bytes). Element types u8 -> u8,
+ * i8/i16/i32 -> i64, f32 -> f32, f64 -> f64; the shape is the file's. */
+lm_tensor *lm_load_idx(const char *path);
+
+/* CSV of numbers: one row per line, `delimiter`-separated, optional header line. Returns a
+ * [rows, cols] tensor of dtype dt; empty cells are an error unless the value is NaN-able (f32/f64
+ * give NaN). With header, *column_names (when not NULL) receives ncols malloc'd strings in a
+ * malloc'd array (free each, then the array); *ncols receives the column count either way. */
+lm_tensor *lm_load_csv(const char *path, bool header, char delimiter, lm_dtype dt,
+                       char ***column_names, int *ncols);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Memory                                                                                       */
 
 /* Freed blocks of 64 KiB and more are kept (up to 1 GiB) and reused for the same size, so a

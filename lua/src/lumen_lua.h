@@ -1,0 +1,122 @@
+/* lumen_lua.h — what the files of the Lua binding (lua/src/) share: the tensor userdata,
+ * argument readers, keyword options and error raising. Prefix lb_ (Lumen binding).
+ *
+ * Conventions every binding function follows
+ * - A tensor is a full userdata (lb_box) with metatable "lumen.Tensor". The box is created
+ *   BEFORE the engine call that fills it (lb_newbox, then lb_setbox), so a Lua memory error can
+ *   never leak an engine tensor (NOTES.md: any Lua API call may longjmp).
+ * - Engine failures become Lua errors carrying the engine's message (lb_fail / lb_check).
+ * - Dims, indices and class labels are 0-based (the engine's rule); Lua sequences stay 1-based.
+ * - Keyword options come as a trailing table with string keys: t:sum{dim = 1, keepdim = true}.
+ *   lb_opts(L, idx) says whether the value at idx is such a table (a table that is not a tensor
+ *   and has no [1]); positional and keyword forms may be mixed: t:sum(1, {keepdim = true}).
+ * - Where an op takes a tensor, a Lua number is accepted too (lb_to_tensor makes a 0-dim one).
+ */
+#ifndef LUMEN_LUA_H
+#define LUMEN_LUA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lumen.h"
+
+#define LB_TENSOR_MT "lumen.Tensor"
+
+typedef struct lb_box {
+    lm_tensor *t; /* owned reference; NULL once closed or collected */
+} lb_box;
+
+/* ---- the tensor userdata ---------------------------------------------------------------- */
+
+/* Pushes a new, empty box and returns it. */
+lb_box *lb_newbox(lua_State *L);
+/* Stores t (a new reference from the engine) in the box on top of the stack; a NULL t raises the
+ * engine's error. Tells Lua's collector about fresh tensor memory (lb_account). */
+void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t);
+/* Pushes t (a new reference, taken over) as a tensor; NULL raises the engine's error. Only for
+ * tensors that already exist (the engine call happened before): prefer lb_newbox+lb_setbox. */
+void lb_push(lua_State *L, lm_tensor *t);
+
+/* The tensor at idx; raises "bad argument #n (tensor expected, got X)" otherwise, and a clear
+ * error for a closed tensor. */
+lm_tensor *lb_check(lua_State *L, int idx);
+/* The tensor at idx, or NULL when idx holds nil or nothing. */
+lm_tensor *lb_opt(lua_State *L, int idx);
+/* The tensor at idx or NULL, without raising. */
+lm_tensor *lb_test(lua_State *L, int idx);
+bool lb_is_tensor(lua_State *L, int idx);
+
+/* Tells Lua's collector that nbytes of memory outside its heap now belong to a Lua object, so
+ * garbage tensors are collected as promptly as if Lua had allocated them. */
+void lb_account(lua_State *L, size_t nbytes);
+
+/* ---- engine errors -------------------------------------------------------------------------- */
+
+/* Raises the engine's last error as a Lua error (with the caller's position). Never returns. */
+int lb_fail(lua_State *L);
+/* Raises when s != LM_OK. */
+void lb_check_status(lua_State *L, lm_status s);
+
+/* ---- arguments ----------------------------------------------------------------------------- */
+
+/* "f32" "f64" "i64" "u8" (also "float32"/"float", "float64"/"double", "int64"/"long",
+ * "uint8"/"byte"/"bool") -> dtype; raises with the list of names otherwise. */
+lm_dtype lb_check_dtype(lua_State *L, int idx);
+lm_dtype lb_opt_dtype(lua_State *L, int idx, lm_dtype def);
+lm_dtype lb_dtype_from_name(lua_State *L, const char *name);
+
+/* A shape given as integers from idx on (stopping at the first non-number) or as one table
+ * sequence at idx: lm.zeros(3, 4) and lm.zeros({3, 4}). Returns ndim; *next receives the index
+ * of the first argument after the shape. Sizes must be integers (-1 allowed when allow_neg). */
+int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next, bool allow_neg);
+/* A Lua sequence of integers at idx (or a single integer) -> dims; returns the count. */
+int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS]);
+/* The tensor at idx, or a number turned into a 0-dim tensor of dtype like_dtype (new
+ * reference: release it). Raises for other types. */
+lm_tensor *lb_to_tensor(lua_State *L, int idx, lm_dtype like_dtype);
+
+/* ---- keyword options (a trailing table with string keys) ------------------------------------ */
+
+/* True when idx holds an options table: a plain table (not a tensor) without [1]. */
+bool lb_opts(lua_State *L, int idx);
+/* Field `key` of the options table at opts_idx (0 = no table): the default when absent or nil,
+ * an error naming the key when of the wrong type. */
+lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer def);
+double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def);
+bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def);
+const char *lb_opt_str(lua_State *L, int opts_idx, const char *key, const char *def);
+lm_dtype lb_opt_dtype_field(lua_State *L, int opts_idx, const char *key, lm_dtype def);
+/* Borrowed tensor in field key, or NULL when absent. */
+lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key);
+/* True when the options table has field key (not nil). */
+bool lb_opt_has(lua_State *L, int opts_idx, const char *key);
+/* Index of the trailing options table among the arguments, or 0 when the last one is not one. */
+int lb_trailing_opts(lua_State *L);
+
+/* ---- registration ------------------------------------------------------------------------ */
+
+/* A function registered as lm.NAME and, when method is true, as t:NAME. */
+typedef struct lb_reg {
+    const char *name;
+    lua_CFunction fn;
+    bool method;
+} lb_reg;
+
+/* Registers regs (terminated by {NULL}) into the module table at mod_idx and the method table at
+ * meth_idx (absolute indices). */
+void lb_register(lua_State *L, int mod_idx, int meth_idx, const lb_reg *regs);
+
+/* Each binding file contributes its functions; module.c calls them in turn. */
+void lb_open_tensor(lua_State *L, int mod_idx, int meth_idx);  /* tensor_lua.c */
+void lb_open_ops(lua_State *L, int mod_idx, int meth_idx);     /* ops_lua.c */
+void lb_open_nn(lua_State *L, int mod_idx, int meth_idx);      /* nn_lua.c */
+void lb_open_io(lua_State *L, int mod_idx, int meth_idx);      /* io_lua.c */
+
+/* __index and __newindex for t[i], t[{...}], t[mask] (index_lua.c); called by the tensor
+ * metatable after method and field lookup. */
+int lb_index_get(lua_State *L);
+int lb_index_set(lua_State *L);
+
+#endif /* LUMEN_LUA_H */

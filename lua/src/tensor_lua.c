@@ -1,0 +1,765 @@
+/* tensor_lua.c — the tensor userdata: boxes, the metatable (fields, __gc/__close, __tostring,
+ * __len), conversions between Lua values and tensors (lm.tensor, totable, item, frombytes,
+ * tobytes), and the argument helpers every binding file shares (lumen_lua.h).
+ *
+ * Lua's collector sees tensor memory through lb_account: each new tensor adds its bytes to the
+ * collector's debt as if Lua had allocated them, so a loop of temporaries is collected promptly
+ * without collectgarbage() (Lua 5.4 has no external-memory API; NOTES.md). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lumen_lua.h"
+
+/* ---- boxes -------------------------------------------------------------------------------- */
+
+/* Bytes not yet reported to the collector (reported in whole KiB). One per process is enough:
+ * it only paces the collector. */
+static size_t g_unreported;
+
+void lb_account(lua_State *L, size_t nbytes)
+{
+    g_unreported += nbytes;
+    if (g_unreported >= 1024) {
+        size_t kb = g_unreported / 1024;
+        g_unreported %= 1024;
+        lua_gc(L, LUA_GCSTEP, kb > 1 << 20 ? 1 << 20 : (int)kb);
+    }
+}
+
+lb_box *lb_newbox(lua_State *L)
+{
+    lb_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    box->t = NULL;
+    luaL_setmetatable(L, LB_TENSOR_MT);
+    return box;
+}
+
+void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t)
+{
+    if (!t) lb_fail(L);
+    box->t = t;
+    lb_account(L, lm_nbytes(t));
+}
+
+void lb_push(lua_State *L, lm_tensor *t)
+{
+    if (!t) lb_fail(L);
+    /* lua_newuserdatauv may raise: keep t released on that path through a protected call would
+     * cost more than the rare leak of one tensor on out-of-memory; callers that can create the
+     * box first use lb_newbox instead. */
+    lb_box *box = lb_newbox(L);
+    lb_setbox(L, box, t);
+}
+
+lm_tensor *lb_test(lua_State *L, int idx)
+{
+    lb_box *box = luaL_testudata(L, idx, LB_TENSOR_MT);
+    return box ? box->t : NULL;
+}
+
+bool lb_is_tensor(lua_State *L, int idx) { return luaL_testudata(L, idx, LB_TENSOR_MT) != NULL; }
+
+lm_tensor *lb_check(lua_State *L, int idx)
+{
+    lb_box *box = luaL_testudata(L, idx, LB_TENSOR_MT);
+    if (!box) {
+        const char *got = luaL_typename(L, idx);
+        luaL_argerror(L, idx, lua_pushfstring(L, "tensor expected, got %s", got));
+    }
+    if (!box->t) luaL_argerror(L, idx, "tensor was closed (used after <close> or free)");
+    return box->t;
+}
+
+lm_tensor *lb_opt(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) return NULL;
+    return lb_check(L, idx);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+int lb_fail(lua_State *L)
+{
+    const char *msg = lm_last_error();
+    return luaL_error(L, "%s", msg && *msg ? msg : "engine error (no message)");
+}
+
+void lb_check_status(lua_State *L, lm_status s)
+{
+    if (s != LM_OK) lb_fail(L);
+}
+
+/* ---- dtypes, shapes, dims ---------------------------------------------------------------- */
+
+static const struct { const char *name; lm_dtype dt; } dtype_names[] = {
+    {"f32", LM_F32}, {"float32", LM_F32}, {"float", LM_F32},
+    {"f64", LM_F64}, {"float64", LM_F64}, {"double", LM_F64},
+    {"i64", LM_I64}, {"int64", LM_I64}, {"long", LM_I64},
+    {"u8", LM_U8},   {"uint8", LM_U8},    {"byte", LM_U8}, {"bool", LM_U8},
+};
+
+lm_dtype lb_dtype_from_name(lua_State *L, const char *name)
+{
+    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
+        if (strcmp(name, dtype_names[i].name) == 0) return dtype_names[i].dt;
+    luaL_error(L, "unknown dtype '%s' (expected f32, f64, i64 or u8)", name);
+    return LM_F32;
+}
+
+lm_dtype lb_check_dtype(lua_State *L, int idx)
+{
+    return lb_dtype_from_name(L, luaL_checkstring(L, idx));
+}
+
+lm_dtype lb_opt_dtype(lua_State *L, int idx, lm_dtype def)
+{
+    return lua_isnoneornil(L, idx) ? def : lb_check_dtype(L, idx);
+}
+
+static int64_t check_size(lua_State *L, int idx, bool allow_neg)
+{
+    int isnum = 0;
+    lua_Integer v = lua_tointegerx(L, idx, &isnum);
+    if (!isnum)
+        luaL_error(L, "size must be an integer, got %s",
+                   lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+    if (v < 0 && !(allow_neg && v == -1)) luaL_error(L, "size must be >= 0, got %d", (int)v);
+    return (int64_t)v;
+}
+
+int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next, bool allow_neg)
+{
+    int n = 0;
+    if (lua_type(L, idx) == LUA_TTABLE && !lb_opts(L, idx) && !lb_is_tensor(L, idx)) {
+        n = (int)luaL_len(L, idx);
+        if (n > LM_MAX_DIMS) luaL_error(L, "shape has %d dims; at most %d", n, LM_MAX_DIMS);
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, idx, i + 1);
+            shape[i] = check_size(L, -1, allow_neg);
+            lua_pop(L, 1);
+        }
+        if (next) *next = idx + 1;
+        return n;
+    }
+    while (lua_type(L, idx + n) == LUA_TNUMBER) {
+        if (n == LM_MAX_DIMS) luaL_error(L, "shape has more than %d dims", LM_MAX_DIMS);
+        shape[n] = check_size(L, idx + n, allow_neg);
+        n++;
+    }
+    if (next) *next = idx + n;
+    return n;
+}
+
+int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS])
+{
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        int n = (int)luaL_len(L, idx);
+        if (n > LM_MAX_DIMS) luaL_error(L, "%d dims given; at most %d", n, LM_MAX_DIMS);
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, idx, i + 1);
+            int isnum = 0;
+            lua_Integer d = lua_tointegerx(L, -1, &isnum);
+            if (!isnum) luaL_error(L, "dims must be integers, got %s", luaL_typename(L, -1));
+            dims[i] = (int)d;
+            lua_pop(L, 1);
+        }
+        return n;
+    }
+    dims[0] = (int)luaL_checkinteger(L, idx);
+    return 1;
+}
+
+lm_tensor *lb_to_tensor(lua_State *L, int idx, lm_dtype like_dtype)
+{
+    lm_tensor *t = lb_test(L, idx);
+    if (t) return lm_retain(t);
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lm_dtype dt = like_dtype;
+        /* A float number next to an integer tensor makes a float scalar, as PyTorch promotes. */
+        if (!lua_isinteger(L, idx) && !lm_dtype_is_float(dt)) dt = LM_F32;
+        lm_tensor *s = lm_scalar(lua_tonumber(L, idx), dt);
+        if (!s) lb_fail(L);
+        return s;
+    }
+    if (lua_type(L, idx) == LUA_TBOOLEAN) {
+        lm_tensor *s = lm_scalar(lua_toboolean(L, idx), LM_U8);
+        if (!s) lb_fail(L);
+        return s;
+    }
+    luaL_argerror(L, idx, lua_pushfstring(L, "tensor or number expected, got %s",
+                                          luaL_typename(L, idx)));
+    return NULL;
+}
+
+/* ---- keyword options ------------------------------------------------------------------------ */
+
+bool lb_opts(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) return false;
+    bool has_first = lua_rawgeti(L, idx, 1) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (has_first) return false;
+    /* {} is an empty options table, but also an empty sequence: callers that accept both read it
+     * as options, which has no effect. */
+    return true;
+}
+
+int lb_trailing_opts(lua_State *L)
+{
+    int top = lua_gettop(L);
+    return top > 0 && lb_opts(L, top) ? top : 0;
+}
+
+static int opt_field(lua_State *L, int opts_idx, const char *key)
+{
+    if (opts_idx == 0) return LUA_TNIL;
+    int type = lua_getfield(L, opts_idx, key);
+    if (type == LUA_TNIL) lua_pop(L, 1);
+    return type;
+}
+
+static void opt_type_error(lua_State *L, const char *key, const char *want)
+{
+    luaL_error(L, "option '%s' must be %s, got %s", key, want, luaL_typename(L, -1));
+}
+
+lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    int isnum = 0;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) opt_type_error(L, key, "an integer");
+    lua_pop(L, 1);
+    return v;
+}
+
+double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TNUMBER) opt_type_error(L, key, "a number");
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TBOOLEAN) opt_type_error(L, key, "a boolean");
+    bool v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *lb_opt_str(lua_State *L, int opts_idx, const char *key, const char *def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, key, "a string");
+    /* The string stays alive: it is referenced by the options table, which is on the stack. */
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return s;
+}
+
+lm_dtype lb_opt_dtype_field(lua_State *L, int opts_idx, const char *key, lm_dtype def)
+{
+    const char *name = lb_opt_str(L, opts_idx, key, NULL);
+    return name ? lb_dtype_from_name(L, name) : def;
+}
+
+lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return NULL;
+    lm_tensor *t = lb_test(L, -1);
+    if (!t) opt_type_error(L, key, "a tensor");
+    lua_pop(L, 1); /* still referenced by the options table */
+    return t;
+}
+
+bool lb_opt_has(lua_State *L, int opts_idx, const char *key)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return false;
+    lua_pop(L, 1);
+    return true;
+}
+
+void lb_register(lua_State *L, int mod_idx, int meth_idx, const lb_reg *regs)
+{
+    for (; regs->name; regs++) {
+        lua_pushcfunction(L, regs->fn);
+        if (regs->method) {
+            lua_pushvalue(L, -1);
+            lua_setfield(L, meth_idx, regs->name);
+        }
+        lua_setfield(L, mod_idx, regs->name);
+    }
+}
+
+/* ---- lm.tensor: nested Lua tables -> tensor ---------------------------------------------- */
+
+typedef struct {
+    int ndim;
+    int64_t shape[LM_MAX_DIMS];
+    bool all_int, any_bool;
+} nest_info;
+
+/* Finds the shape from the first element of each level, then checks every level against it. */
+static void nest_shape(lua_State *L, int idx, nest_info *info)
+{
+    lua_pushvalue(L, idx);
+    info->ndim = 0;
+    while (lua_type(L, -1) == LUA_TTABLE) {
+        if (info->ndim == LM_MAX_DIMS) luaL_error(L, "tensor: more than %d nested levels", LM_MAX_DIMS);
+        info->shape[info->ndim++] = (int64_t)luaL_len(L, -1);
+        if (info->shape[info->ndim - 1] == 0) break;
+        lua_geti(L, -1, 1);
+        lua_remove(L, -2);
+    }
+    lua_pop(L, 1);
+}
+
+static void shape_to_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    lm_shape_str(ndim, shape, buf, cap);
+}
+
+static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, double *out,
+                      int64_t *pos, nest_info *kinds)
+{
+    if (level == info->ndim) {
+        int type = lua_type(L, idx);
+        if (type == LUA_TNUMBER) {
+            if (!lua_isinteger(L, idx)) kinds->all_int = false;
+            out[(*pos)++] = lua_tonumber(L, idx);
+        } else if (type == LUA_TBOOLEAN) {
+            kinds->any_bool = true;
+            out[(*pos)++] = lua_toboolean(L, idx);
+        } else {
+            char buf[96];
+            shape_to_str(buf, sizeof buf, info->ndim, info->shape);
+            luaL_error(L, "tensor: expected a number at depth %d (shape %s), got %s", level + 1,
+                       buf, luaL_typename(L, idx));
+        }
+        return;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE || (int64_t)luaL_len(L, idx) != info->shape[level]) {
+        char buf[96];
+        shape_to_str(buf, sizeof buf, info->ndim, info->shape);
+        luaL_error(L, "tensor: ragged nested table: level %d has %s where shape %s expects %d",
+                   level + 1,
+                   lua_type(L, idx) == LUA_TTABLE ? lua_pushfstring(L, "%d entries", (int)luaL_len(L, idx))
+                                                  : luaL_typename(L, idx),
+                   buf, (int)info->shape[level]);
+    }
+    luaL_checkstack(L, 4, "tensor: nesting too deep");
+    for (int64_t i = 0; i < info->shape[level]; i++) {
+        lua_geti(L, idx, i + 1);
+        nest_fill(L, lua_gettop(L), info, level + 1, out, pos, kinds);
+        lua_pop(L, 1);
+    }
+}
+
+/* lm.tensor(value[, {dtype=, requires_grad=}]): a number (0-dim), nested sequences, or a tensor
+ * (copied). Without dtype, all-integer data gives i64, booleans u8, otherwise f32 (PyTorch). */
+static int l_tensor(lua_State *L)
+{
+    int opts = lb_opts(L, 2) ? 2 : 0;
+    bool has_dtype = lb_opt_has(L, opts, "dtype");
+    lm_dtype dt = lb_opt_dtype_field(L, opts, "dtype", LM_F32);
+    bool requires_grad = lb_opt_bool(L, opts, "requires_grad", false);
+    lb_box *box;
+    lm_tensor *src = lb_test(L, 1);
+    if (src) {
+        box = lb_newbox(L);
+        lm_tensor *c = lm_clone(src);
+        lm_tensor *d = c ? lm_to_dtype(c, has_dtype ? dt : src->dtype) : NULL;
+        lm_release(c);
+        lm_tensor *det = d ? lm_detach(d) : NULL;
+        lm_release(d);
+        lb_setbox(L, box, det);
+    } else {
+        int vtype = lua_type(L, 1);
+        if (vtype != LUA_TTABLE && vtype != LUA_TNUMBER && vtype != LUA_TBOOLEAN)
+            return luaL_argerror(L, 1, lua_pushfstring(L, "table, number or tensor expected, got %s",
+                                                       luaL_typename(L, 1)));
+        nest_info info = {0};
+        nest_shape(L, 1, &info);
+        int64_t n = 1;
+        for (int i = 0; i < info.ndim; i++) n *= info.shape[i];
+        double *vals = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(double), 0);
+        int64_t pos = 0;
+        nest_info kinds = {.all_int = true};
+        nest_fill(L, 1, &info, 0, vals, &pos, &kinds);
+        if (!has_dtype) dt = kinds.any_bool && kinds.all_int ? LM_U8 : kinds.all_int && n ? LM_I64 : LM_F32;
+        box = lb_newbox(L);
+        lm_tensor *f = lm_from_data(vals, LM_F64, info.ndim, info.shape);
+        lm_tensor *t = f ? lm_to_dtype(f, dt) : NULL;
+        lm_release(f);
+        lb_setbox(L, box, t);
+    }
+    if (requires_grad) lb_check_status(L, lm_requires_grad_(box->t, true));
+    return 1;
+}
+
+/* ---- tensor -> Lua values ------------------------------------------------------------------ */
+
+static void push_element(lua_State *L, const lm_tensor *t, const char *p)
+{
+    switch (t->dtype) {
+    case LM_F32: lua_pushnumber(L, *(const float *)p); break;
+    case LM_F64: lua_pushnumber(L, *(const double *)p); break;
+    case LM_I64: lua_pushinteger(L, *(const int64_t *)p); break;
+    case LM_U8: lua_pushinteger(L, *(const uint8_t *)p); break;
+    default: lua_pushnil(L);
+    }
+}
+
+static void push_nested(lua_State *L, const lm_tensor *t, int level, const char *p)
+{
+    if (level == t->ndim) {
+        push_element(L, t, p);
+        return;
+    }
+    luaL_checkstack(L, 4, "totable: nesting too deep");
+    int64_t n = t->shape[level];
+    lua_createtable(L, n > INT32_MAX ? 0 : (int)n, 0);
+    size_t step = (size_t)t->strides[level] * lm_dtype_size(t->dtype);
+    for (int64_t i = 0; i < n; i++) {
+        push_nested(L, t, level + 1, p + (ptrdiff_t)(i * (int64_t)step));
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static int l_totable(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1);
+    if (t->storage->device != LM_CPU) return luaL_error(L, "totable: tensor is not on the CPU");
+    push_nested(L, t, 0, lm_data(t));
+    return 1;
+}
+
+static int l_item(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1);
+    double v;
+    lb_check_status(L, lm_item(t, &v));
+    if (t->dtype == LM_I64 || t->dtype == LM_U8) lua_pushinteger(L, (lua_Integer)v);
+    else lua_pushnumber(L, v);
+    return 1;
+}
+
+static int l_tobytes(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1);
+    lm_tensor *c = lm_contiguous(t);
+    if (!c) return lb_fail(L);
+    /* lua_pushlstring may raise: copy into a buffer Lua owns first. */
+    luaL_Buffer b;
+    char *dst = luaL_buffinitsize(L, &b, lm_nbytes(c));
+    memcpy(dst, lm_data(c), lm_nbytes(c));
+    size_t n = lm_nbytes(c);
+    lm_release(c);
+    luaL_pushresultsize(&b, n);
+    return 1;
+}
+
+/* lm.frombytes(s, dtype, shape...): raw little-endian bytes (as tobytes gives) -> tensor. */
+static int l_frombytes(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lm_dtype dt = lb_check_dtype(L, 2);
+    int64_t shape[LM_MAX_DIMS];
+    int ndim;
+    if (lua_isnoneornil(L, 3)) {
+        ndim = 1;
+        shape[0] = (int64_t)(len / lm_dtype_size(dt));
+    } else {
+        ndim = lb_check_shape(L, 3, shape, NULL, false);
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    if ((size_t)n * lm_dtype_size(dt) != len) {
+        char buf[96];
+        lm_shape_str(ndim, shape, buf, sizeof buf);
+        return luaL_error(L, "frombytes: %d bytes do not make a %s tensor of shape %s (%d bytes)",
+                          (int)len, lm_dtype_name(dt), buf, (int)(n * (int64_t)lm_dtype_size(dt)));
+    }
+    lb_box *box = lb_newbox(L);
+    lb_setbox(L, box, lm_from_data(s, dt, ndim, shape));
+    return 1;
+}
+
+/* ---- methods and fields ------------------------------------------------------------------- */
+
+static void push_shape(lua_State *L, const lm_tensor *t)
+{
+    lua_createtable(L, t->ndim, 0);
+    for (int i = 0; i < t->ndim; i++) {
+        lua_pushinteger(L, t->shape[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* t:size() -> shape sequence; t:size(d) -> size of 0-based dim d. */
+static int l_size(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        push_shape(L, t);
+        return 1;
+    }
+    int64_t s = lm_size(t, (int)luaL_checkinteger(L, 2));
+    if (s < 0) return lb_fail(L);
+    lua_pushinteger(L, s);
+    return 1;
+}
+
+static int l_dim(lua_State *L) { lua_pushinteger(L, lb_check(L, 1)->ndim); return 1; }
+static int l_numel(lua_State *L) { lua_pushinteger(L, lm_numel(lb_check(L, 1))); return 1; }
+static int l_is_contiguous(lua_State *L)
+{
+    lua_pushboolean(L, lm_is_contiguous(lb_check(L, 1)));
+    return 1;
+}
+static int l_element_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)lm_dtype_size(lb_check(L, 1)->dtype));
+    return 1;
+}
+static int l_is_tensor(lua_State *L) { lua_pushboolean(L, lb_is_tensor(L, 1)); return 1; }
+
+/* t:all() / t:any(): whether every / some element is non-zero, as a Lua boolean (a tensor of
+ * one element would only be unwrapped again in an `if`). */
+static int all_any(lua_State *L, bool want_all)
+{
+    lm_tensor *t = lb_check(L, 1);
+    lm_tensor *c = lm_contiguous(t);
+    if (!c) return lb_fail(L);
+    int64_t n = lm_numel(c);
+    size_t es = lm_dtype_size(c->dtype);
+    const unsigned char *p = lm_data(c);
+    bool result = want_all;
+    for (int64_t i = 0; i < n; i++) {
+        bool nz = false;
+        switch (c->dtype) {
+        case LM_F32: nz = ((const float *)p)[i] != 0; break;
+        case LM_F64: nz = ((const double *)p)[i] != 0; break;
+        case LM_I64: nz = ((const int64_t *)p)[i] != 0; break;
+        default: nz = p[(size_t)i * es] != 0; break;
+        }
+        if (nz != want_all) {
+            result = !want_all;
+            break;
+        }
+    }
+    lm_release(c);
+    lua_pushboolean(L, result);
+    return 1;
+}
+static int l_all(lua_State *L) { return all_any(L, true); }
+static int l_any(lua_State *L) { return all_any(L, false); }
+
+/* t:free(): gives the memory back now (the same as leaving a <close> scope). */
+static int t_close(lua_State *L)
+{
+    lb_box *box = luaL_checkudata(L, 1, LB_TENSOR_MT);
+    lm_tensor *t = box->t;
+    box->t = NULL;
+    lm_release(t);
+    return 0;
+}
+
+static int t_tostring(lua_State *L)
+{
+    lb_box *box = luaL_checkudata(L, 1, LB_TENSOR_MT);
+    if (!box->t) {
+        lua_pushliteral(L, "tensor(<closed>)");
+        return 1;
+    }
+    char *s = lm_to_string(box->t);
+    if (!s) return lb_fail(L);
+    lua_pushstring(L, s); /* on a memory error here s leaks; Lua is then out of memory anyway */
+    free(s);
+    return 1;
+}
+
+static int t_len(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1);
+    if (t->ndim == 0) return luaL_error(L, "#: a 0-dim tensor has no length (use :item())");
+    lua_pushinteger(L, t->shape[0]);
+    return 1;
+}
+
+/* Fields read as t.NAME. Returns false when NAME is not a field. */
+static bool push_field(lua_State *L, lm_tensor *t, const char *k)
+{
+    switch (k[0]) {
+    case 's':
+        if (strcmp(k, "shape") == 0) { push_shape(L, t); return true; }
+        break;
+    case 'd':
+        if (strcmp(k, "dtype") == 0) { lua_pushstring(L, lm_dtype_name(t->dtype)); return true; }
+        if (strcmp(k, "device") == 0) {
+            lua_pushstring(L, t->storage->device == LM_CPU ? "cpu" : "cuda");
+            return true;
+        }
+        break;
+    case 'n':
+        if (strcmp(k, "ndim") == 0) { lua_pushinteger(L, t->ndim); return true; }
+        break;
+    case 'g':
+        if (strcmp(k, "grad") == 0) {
+            if (t->grad) lb_push(L, lm_retain(t->grad));
+            else lua_pushnil(L);
+            return true;
+        }
+        break;
+    case 'r':
+        if (strcmp(k, "requires_grad") == 0) { lua_pushboolean(L, t->requires_grad); return true; }
+        break;
+    case 'i':
+        if (strcmp(k, "is_leaf") == 0) { lua_pushboolean(L, lm_is_leaf(t)); return true; }
+        break;
+    }
+    return false;
+}
+
+/* __index: methods (upvalue 1), then fields, then t[i] / t[{...}] / t[mask]. */
+static int t_index(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+        lua_pop(L, 1);
+        lm_tensor *t = lb_check(L, 1);
+        if (push_field(L, t, lua_tostring(L, 2))) return 1;
+        return luaL_error(L, "tensor has no field or method '%s'", lua_tostring(L, 2));
+    }
+    return lb_index_get(L);
+}
+
+static int t_newindex(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lm_tensor *t = lb_check(L, 1);
+        const char *k = lua_tostring(L, 2);
+        if (strcmp(k, "grad") == 0) {
+            lm_tensor *g = lua_isnil(L, 3) ? NULL : lb_check(L, 3);
+            lb_check_status(L, lm_set_grad(t, g));
+            return 0;
+        }
+        if (strcmp(k, "requires_grad") == 0) {
+            luaL_checktype(L, 3, LUA_TBOOLEAN);
+            lb_check_status(L, lm_requires_grad_(t, lua_toboolean(L, 3)));
+            return 0;
+        }
+        return luaL_error(L, "cannot set field '%s' of a tensor (settable: grad, requires_grad)", k);
+    }
+    return lb_index_set(L);
+}
+
+/* ---- misc module functions ------------------------------------------------------------------ */
+
+/* lm.isatty(fd=1): whether a file descriptor is a terminal (for progress bars). */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)) == 1);
+    return 1;
+}
+
+/* splitmix64: a small, good generator for seeding permutations independently of the engine. */
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* lm.randperm(n[, {seed=}]): a random permutation of 0..n-1 (i64). With a seed, the result is a
+ * function of (seed, n) only; without one, the seed is drawn from the engine's Philox stream,
+ * which advances it (so checkpoints, which save the engine RNG state, replay it). */
+static int l_randperm(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 0) return luaL_argerror(L, 1, "n must be >= 0");
+    int opts = lb_opts(L, 2) ? 2 : 0;
+    uint64_t state;
+    if (lb_opt_has(L, opts, "seed")) {
+        state = (uint64_t)lb_opt_int(L, opts, "seed", 0);
+    } else {
+        lm_tensor *r = lm_randint(0, INT64_MAX, LM_SHAPE(1), LM_I64);
+        if (!r) return lb_fail(L);
+        state = (uint64_t)*(int64_t *)lm_data(r);
+        lm_release(r);
+    }
+    lb_box *box = lb_newbox(L);
+    lb_setbox(L, box, lm_empty(1, (int64_t[]){n}, LM_I64));
+    int64_t *p = lm_data(box->t);
+    for (int64_t i = 0; i < n; i++) p[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        /* Lemire's unbiased bounded integer in [0, i]. */
+        uint64_t bound = (uint64_t)i + 1, x = splitmix64(&state);
+        __uint128_t m = (__uint128_t)x * bound;
+        uint64_t low = (uint64_t)m;
+        if (low < bound) {
+            uint64_t thresh = -bound % bound;
+            while (low < thresh) {
+                x = splitmix64(&state);
+                m = (__uint128_t)x * bound;
+                low = (uint64_t)m;
+            }
+        }
+        int64_t j = (int64_t)(m >> 64);
+        int64_t tmp = p[i];
+        p[i] = p[j];
+        p[j] = tmp;
+    }
+    return 1;
+}
+
+static const lb_reg tensor_regs[] = {
+    {"tensor", l_tensor, false},
+    {"frombytes", l_frombytes, false},
+    {"is_tensor", l_is_tensor, false},
+    {"isatty", l_isatty, false},
+    {"randperm", l_randperm, false},
+    {"totable", l_totable, true},
+    {"item", l_item, true},
+    {"tobytes", l_tobytes, true},
+    {"size", l_size, true},
+    {"dim", l_dim, true},
+    {"numel", l_numel, true},
+    {"nelement", l_numel, true},
+    {"is_contiguous", l_is_contiguous, true},
+    {"element_size", l_element_size, true},
+    {"all", l_all, true},
+    {"any", l_any, true},
+    {"free", t_close, true},
+    {NULL, NULL, false},
+};
+
+void lb_open_tensor(lua_State *L, int mod_idx, int meth_idx)
+{
+    lb_register(L, mod_idx, meth_idx, tensor_regs);
+    luaL_newmetatable(L, LB_TENSOR_MT);   /* sets __name, which error messages and tap.lua use */
+    lua_pushvalue(L, meth_idx);
+    lua_pushcclosure(L, t_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, t_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, t_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, t_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, t_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, t_len);
+    lua_setfield(L, -2, "__len");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,166 @@
+-- test_tensor.lua: the tensor userdata from Lua: conversions, fields, indexing and assignment,
+-- metamethods, lifetime (__gc, __close) and the collector seeing tensor memory.
+local T = require "tap"
+local lm = require "lumen"
+T.plan_auto()
+
+-- lm.tensor and back ---------------------------------------------------------------------------
+local a = lm.tensor{{1, 2}, {3, 4}}
+T.is(a.dtype, "i64", "all-integer data gives i64 (as PyTorch)")
+T.is(table.concat(a.shape, ","), "2,2", "shape is a Lua sequence")
+T.is(a.ndim, 2, "ndim")
+local f = lm.tensor{{1.5, 2}, {3, 4}}
+T.is(f.dtype, "f32", "float data gives f32")
+T.is(lm.tensor({1, 2}, {dtype = "f64"}).dtype, "f64", "dtype option")
+T.is(lm.tensor{true, false}.dtype, "u8", "booleans give u8")
+local tt = f:totable()
+T.ok(tt[1][1] == 1.5 and tt[2][2] == 4 and #tt == 2 and #tt[1] == 2, "totable nests as the shape")
+T.ok(math.type(a:totable()[1][2]) == "integer", "i64 totable gives Lua integers")
+T.is(lm.tensor(7.25):item(), 7.25, "a number gives a 0-dim tensor")
+T.is(lm.tensor(7.25).ndim, 0, "0-dim")
+T.is(math.type(lm.tensor{3}[0]:item()), "integer", "item of i64 is an integer")
+local e = lm.tensor{}
+T.is(e:numel(), 0, "empty table gives an empty tensor")
+T.errors(function() lm.tensor{{1, 2}, {3}} end, "ragged", "ragged nested tables are refused")
+T.errors(function() lm.tensor{1, "x"} end, "expected a number", "non-numbers are refused")
+T.errors(function() lm.tensor({1}, {dtype = "f16"}) end, "unknown dtype 'f16'", "bad dtype name")
+local copy = lm.tensor(f)
+copy[{0, 0}] = 9
+T.is(f[{0, 0}]:item(), 1.5, "lm.tensor(t) copies")
+
+-- bytes -------------------------------------------------------------------------------------------
+local s = f:tobytes()
+T.is(#s, 16, "tobytes: 4 f32 are 16 bytes")
+T.close(lm.frombytes(s, "f32", {2, 2}), f, 0, "frombytes(tobytes(t)) == t")
+T.close(lm.frombytes(s, "f32", 2, 2), f, 0, "frombytes with varargs shape")
+T.is(lm.frombytes(string.pack("<i8<i8", 5, -3), "i64"):totable()[2], -3, "frombytes i64, shape inferred")
+T.errors(function() lm.frombytes("abc", "f32", {1}) end, "3 bytes", "frombytes size mismatch")
+T.is(#f:t():tobytes(), 16, "tobytes of a non-contiguous view")
+T.is(f:t():tobytes(), lm.tensor{{1.5, 3}, {2, 4}}:to("f32"):tobytes(), "tobytes is in C order of the view")
+
+-- fields, size, len, tostring ---------------------------------------------------------------
+local x = lm.zeros(3, 4)
+T.is(#x, 3, "#t is dim 0's size")
+T.is(x:size(1), 4, "size(d) takes a 0-based dim")
+T.is(x:size(-1), 4, "size(-1)")
+T.is(x:size()[2], 4, "size() is the shape")
+T.is(x:numel(), 12, "numel")
+T.is(x:dim(), 2, "dim")
+T.is(x.device, "cpu", "device")
+T.errors(function() return #lm.tensor(1.0) end, "0-dim", "# of a 0-dim tensor")
+T.errors(function() return x:size(5) end, "dim", "size with a bad dim")
+T.errors(function() return x.nosuchfield end, "no field or method 'nosuchfield'", "unknown field")
+T.errors(function() x.shape = {1} end, "cannot set field 'shape'", "read-only field")
+T.is(tostring(lm.tensor{1.0, 2.0}), "tensor([1., 2.], dtype=f32)", "__tostring is the engine's printer")
+T.ok(lm.is_tensor(x) and not lm.is_tensor({}), "is_tensor")
+
+-- indexing --------------------------------------------------------------------------------------
+local m = lm.arange(12):view(3, 4)
+T.close(m[1], lm.tensor{4, 5, 6, 7}, 0, "t[i] selects along dim 0 (0-based)")
+T.close(m[-1], lm.tensor{8, 9, 10, 11}, 0, "t[-1] is the last row")
+T.is(m[{1, 2}]:item(), 6, "t[{i, j}] selects an element")
+T.close(m[{{}, {0, 2}}], lm.tensor{{0, 1}, {4, 5}, {8, 9}}, 0, "t[{{}, {0, 2}}] slices columns 0..1")
+T.close(m[{{1}, 3}], lm.tensor{7, 11}, 0, "t[{{1}, 3}]: rows 1.. of column 3")
+T.close(m[{{0, 3, 2}}], lm.tensor{{0, 1, 2, 3}, {8, 9, 10, 11}}, 0, "a step in a range")
+T.close(m[{{-2}}], lm.tensor{{4, 5, 6, 7}, {8, 9, 10, 11}}, 0, "negative range start")
+T.close(m[lm.tensor{2, 0}], lm.tensor{{8, 9, 10, 11}, {0, 1, 2, 3}}, 0, "t[i64 tensor] picks rows")
+T.close(m[{{}, lm.tensor{3, 0}}], lm.tensor{{3, 0}, {7, 4}, {11, 8}}, 0, "an index tensor in a dim")
+T.close(m[m:gt(8)], lm.tensor{9, 10, 11}, 0, "t[mask] selects elements")
+T.errors(function() return m[5] end, "index", "index out of range")
+T.errors(function() return m[1.5] end, "not an integer", "non-integer index")
+T.errors(function() return m[lm.zeros(2, 2):to("u8")] end, "mask [2,2] does not match tensor [3,4]", "mask shape")
+T.errors(function() return m["x"] end, "no field or method 'x'", "string keys are fields")
+
+-- views share memory; assignment writes through --------------------------------------------------
+local z = lm.zeros(3, 4)
+z[1] = 5
+T.close(z[1], lm.full({4}, 5), 0, "t[i] = number fills the row")
+z[{{}, {0, 1}}] = lm.tensor{{1.0}, {2.0}, {3.0}}
+T.close(z[{{}, 0}], lm.tensor{1.0, 2.0, 3.0}, 0, "t[range] = tensor copies with broadcasting")
+z[{2, 3}] = -1
+T.is(z[{2, 3}]:item(), -1.0, "t[{i, j}] = v")
+z[z:lt(0)] = 7
+T.is(z[{2, 3}]:item(), 7.0, "t[mask] = v (masked_fill)")
+z[z:eq(7)] = lm.tensor(8.0)
+T.is(z[{2, 3}]:item(), 8.0, "t[mask] = 0-dim tensor")
+z[lm.tensor{0, 2}] = 0
+T.close(z:sum(), lm.tensor(17.0), 0, "t[index tensor] = v")
+local row = z[1]
+row[0] = 42
+T.is(z[{1, 0}]:item(), 42.0, "t[i] is a view")
+T.errors(function() z[0] = "a" end, "value must be a number or a tensor", "bad value type")
+
+-- arithmetic metamethods ------------------------------------------------------------------------
+local v = lm.tensor{1.0, 2.0, 4.0}
+T.close(v + 1, lm.tensor{2.0, 3.0, 5.0}, 0, "t + n")
+T.close(1 + v, lm.tensor{2.0, 3.0, 5.0}, 0, "n + t")
+T.close(10 - v, lm.tensor{9.0, 8.0, 6.0}, 0, "n - t")
+T.close(8 / v, lm.tensor{8.0, 4.0, 2.0}, 0, "n / t")
+T.close(2 ^ v, lm.tensor{2.0, 4.0, 16.0}, 0, "n ^ t")
+T.close(v ^ 2, lm.tensor{1.0, 4.0, 16.0}, 0, "t ^ n")
+T.close(-v * v, lm.tensor{-1.0, -4.0, -16.0}, 0, "-t * t")
+T.ok(v:lt(2):eq(lm.tensor{1, 0, 0}):all(), "comparisons are methods returning u8")
+T.ok(v == v and v ~= lm.tensor{1.0, 2.0, 4.0}, "== stays identity")
+
+-- gradients through the metatable ------------------------------------------------------------------
+local w = lm.randn(3, 4, {requires_grad = true})
+local y = (w * 2):sum()
+y:backward()
+T.close(w.grad, lm.full({3, 4}, 2.0), 0, "x.grad after backward")
+T.ok(w.is_leaf and w.requires_grad and not y.is_leaf, "is_leaf and requires_grad fields")
+w.grad = nil
+T.ok(w.grad == nil, "t.grad = nil clears the gradient")
+T.errors(function() w.grad = lm.zeros(2) end, "[2]", "a gradient of the wrong shape is refused")
+local q = lm.zeros(2)
+q.requires_grad = true
+T.ok(q.requires_grad, "requires_grad is settable")
+
+-- lifetime ---------------------------------------------------------------------------------------
+do
+  local c <close> = lm.ones(4)
+  T.is(c:numel(), 4, "<close> tensor usable in its scope")
+  c:free()
+  T.errors(function() return c:numel() end, "closed", "a closed tensor gives a clear error")
+  T.is(tostring(c), "tensor(<closed>)", "tostring of a closed tensor")
+end -- __close on an already freed tensor must be harmless
+
+-- errors keep every object usable -------------------------------------------------------------------
+local ok1 = pcall(function() return lm.zeros(2, 3):matmul(lm.zeros(4, 5)) end)
+T.ok(not ok1, "matmul shape mismatch raises")
+T.errors(function() return lm.zeros(64, 10) + lm.zeros(32, 10) end, "[64,10] and [32,10]",
+         "a broadcast error names both shapes")
+T.is((w * 1):numel(), 12, "objects stay usable after an error")
+T.errors(function() return lm.zeros(2) + "x" end, "bad argument", "wrong argument type")
+
+-- the collector sees tensor memory ------------------------------------------------------------------
+local function rss_mb()
+  local fh = io.open("/proc/self/status")
+  if not fh then return nil end
+  local txt = fh:read("a")
+  fh:close()
+  local kb = txt:match("VmRSS:%s*(%d+)")
+  return kb and tonumber(kb) / 1024
+end
+local peak = 0
+for i = 1, 100000 do
+  local t = lm.ones(262144) -- 1 MiB of f32, written
+  if i % 5000 == 0 then peak = math.max(peak, rss_mb() or 0) end
+end
+T.diag(string.format("peak RSS over 100000 temporary 1 MiB tensors: %.0f MB", peak))
+T.ok(peak > 0 and peak < 200, "100,000 temporary 1 MiB tensors stay under 200 MB resident")
+
+-- misc ------------------------------------------------------------------------------------------
+T.ok(type(lm.isatty(1)) == "boolean", "isatty")
+local p1, p2 = lm.randperm(10, {seed = 3}), lm.randperm(10, {seed = 3})
+T.ok(p1:eq(p2):all(), "randperm with a seed is reproducible")
+local seen = {}
+for _, k in ipairs(p1:totable()) do seen[k] = true end
+local all = true
+for k = 0, 9 do all = all and seen[k] end
+T.ok(all and p1.dtype == "i64", "randperm is a permutation of 0..n-1")
+T.ok(not lm.randperm(50):eq(lm.randperm(50)):all(), "randperm without a seed draws from the RNG")
+lm.manual_seed(5); local r1 = lm.randperm(20)
+lm.manual_seed(5); local r2 = lm.randperm(20)
+T.ok(r1:eq(r2):all(), "randperm follows manual_seed")
+
+T.done()
