@@ -8,6 +8,8 @@
 #
 # Each side runs with 1 and with 2 threads (Lumen: its OpenMP loops and OpenBLAS together;
 # PyTorch: torch.set_num_threads, 1 being its default here) and is compared at its best.
+# The same step written in Lua (bench/nn_step.lua, lm.nn + lm.optim) runs too: its ratio to the
+# C program is what the Lua side costs (target <= 1.15).
 # PyTorch also runs with glibc's malloc told to keep freed blocks (MALLOC_MMAP_THRESHOLD_,
 # MALLOC_TRIM_THRESHOLD_): its single-tensor Adam allocates temporaries of each parameter's size
 # every step, and on this VM a fresh 400 KB block costs ~0.6 ms of page faults, which dominates
@@ -23,8 +25,9 @@ ROUNDS=${ROUNDS:-3}
 PY=/usr/bin/python3
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$BUILD/bench/nn_step
-if [ ! -x "$bin" ]; then
-    echo "nn_step.sh: $bin not found; build first (ninja -C $BUILD)" >&2
+lumen=$BUILD/lua/lumen
+if [ ! -x "$bin" ] || [ ! -x "$lumen" ]; then
+    echo "nn_step.sh: $bin or $lumen not found; build first (ninja -C $BUILD)" >&2
     exit 1
 fi
 
@@ -37,13 +40,14 @@ r=1
 while [ "$r" -le "$ROUNDS" ]; do
     for t in 1 2; do
         OMP_NUM_THREADS=$t "$bin" --threads "$t" --runs 5 >>"$tmp/lumen$t"
+        OMP_NUM_THREADS=$t "$lumen" "$here/nn_step.lua" --threads "$t" --runs 5 >>"$tmp/lua$t"
         "$PY" "$here/nn_step.py" --threads "$t" --runs 5 >>"$tmp/torch$t"
         MALLOC_MMAP_THRESHOLD_=16777216 MALLOC_TRIM_THRESHOLD_=268435456 \
             "$PY" "$here/nn_step.py" --threads "$t" --runs 5 >>"$tmp/torch_malloc$t"
     done
     r=$((r + 1))
 done
-grep -h '^#' "$tmp/lumen1" "$tmp/torch1" | sed 's/; threads 1//' | sort -u
+grep -h '^#' "$tmp/lumen1" "$tmp/lua1" "$tmp/torch1" | sed 's/; threads 1//' | sort -u
 
 "$PY" - "$tmp" <<'EOF'
 import statistics, sys
@@ -60,6 +64,7 @@ def figures(name):
     return {k: statistics.median(v) for k, v in out.items()}
 
 rows = [("lumen, 1 thread", "lumen1"), ("lumen, 2 threads", "lumen2"),
+        ("lumen from Lua, 1 thread", "lua1"), ("lumen from Lua, 2 threads", "lua2"),
         ("pytorch, 1 thread (its default)", "torch1"), ("pytorch, 2 threads", "torch2"),
         ("pytorch+malloc, 1 thread", "torch_malloc1"),
         ("pytorch+malloc, 2 threads", "torch_malloc2")]
@@ -84,4 +89,9 @@ for label, ref in [("lumen best / pytorch best", ["torch1", "torch2"]),
         cells.append("%.2f" % (lum / ref_best) if lum and ref_best else "n/a")
     print("%-40s %10s %10s" % (label, *cells))
 print("%-40s %10s %10s" % ("target", *("<= %.1f" % TARGET[m] for m in MODELS)))
+cells = []
+for m in MODELS:
+    lua, c = best(["lua1", "lua2"], m), best(["lumen1", "lumen2"], m)
+    cells.append("%.2f" % (lua / c) if lua and c else "n/a")
+print("%-40s %10s %10s" % ("Lua / C, each at its best (<= 1.15)", *cells))
 EOF

@@ -121,9 +121,10 @@ static bool find_lua_dir(char *out, size_t cap)
         if (slash) {
             *slash = '\0';
             char cand[PATH_MAX];
+            char real[PATH_MAX];
             if (snprintf(cand, sizeof cand, "%s/%s", exe, LUMEN_INSTALL_LUA_REL) < (int)sizeof cand &&
-                has_init(cand)) {
-                snprintf(out, cap, "%s", cand);
+                realpath(cand, real) && has_init(real)) {
+                snprintf(out, cap, "%s", real);
                 return true;
             }
         }

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lumen_lua.h"
@@ -672,6 +673,16 @@ static int l_isatty(lua_State *L)
     return 1;
 }
 
+/* lm.perf_counter(): monotonic wall-clock seconds, for timing epochs (os.clock is the CPU time
+ * of every thread together). */
+static int l_perf_counter(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+    return 1;
+}
+
 /* splitmix64: a small, good generator for seeding permutations independently of the engine. */
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -728,6 +739,7 @@ static const lb_reg tensor_regs[] = {
     {"frombytes", l_frombytes, false},
     {"is_tensor", l_is_tensor, false},
     {"isatty", l_isatty, false},
+    {"perf_counter", l_perf_counter, false},
     {"randperm", l_randperm, false},
     {"totable", l_totable, true},
     {"item", l_item, true},
