@@ -164,12 +164,15 @@ int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS])
             int isnum = 0;
             lua_Integer d = lua_tointegerx(L, -1, &isnum);
             if (!isnum) luaL_error(L, "dims must be integers, got %s", luaL_typename(L, -1));
+            if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_error(L, "dim %d is out of range", (int)d);
             dims[i] = (int)d;
             lua_pop(L, 1);
         }
         return n;
     }
-    dims[0] = (int)luaL_checkinteger(L, idx);
+    lua_Integer d = luaL_checkinteger(L, idx);
+    if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_argerror(L, idx, "dim out of range");
+    dims[0] = (int)d;
     return 1;
 }
 
@@ -222,9 +225,15 @@ static int opt_field(lua_State *L, int opts_idx, const char *key)
     return type;
 }
 
+/* "bad option 'p' to 'dropout' (number expected, got string)": names the function, as
+ * luaL_argerror does for positional arguments. */
 static void opt_type_error(lua_State *L, const char *key, const char *want)
 {
-    luaL_error(L, "option '%s' must be %s, got %s", key, want, luaL_typename(L, -1));
+    lua_Debug ar;
+    const char *fname = "?";
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) fname = ar.name;
+    luaL_error(L, "bad option '%s' to '%s' (%s expected, got %s)", key, fname, want,
+               luaL_typename(L, -1));
 }
 
 lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer def)
@@ -232,7 +241,7 @@ lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer 
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
     int isnum = 0;
     lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum) opt_type_error(L, key, "an integer");
+    if (!isnum) opt_type_error(L, key, "integer");
     lua_pop(L, 1);
     return v;
 }
@@ -240,7 +249,7 @@ lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer 
 double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def)
 {
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
-    if (lua_type(L, -1) != LUA_TNUMBER) opt_type_error(L, key, "a number");
+    if (lua_type(L, -1) != LUA_TNUMBER) opt_type_error(L, key, "number");
     double v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     return v;
@@ -249,7 +258,7 @@ double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def)
 bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def)
 {
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
-    if (lua_type(L, -1) != LUA_TBOOLEAN) opt_type_error(L, key, "a boolean");
+    if (lua_type(L, -1) != LUA_TBOOLEAN) opt_type_error(L, key, "boolean");
     bool v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -258,7 +267,7 @@ bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def)
 const char *lb_opt_str(lua_State *L, int opts_idx, const char *key, const char *def)
 {
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
-    if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, key, "a string");
+    if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, key, "string");
     /* The string stays alive: it is referenced by the options table, which is on the stack. */
     const char *s = lua_tostring(L, -1);
     lua_pop(L, 1);
@@ -275,7 +284,7 @@ lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key)
 {
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return NULL;
     lm_tensor *t = lb_test(L, -1);
-    if (!t) opt_type_error(L, key, "a tensor");
+    if (!t) opt_type_error(L, key, "tensor");
     lua_pop(L, 1); /* still referenced by the options table */
     return t;
 }
