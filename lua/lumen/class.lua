@@ -18,11 +18,11 @@ local metamethods = {
 
 local function install_index(cls)
   if rawget(cls, "__getitem") then
-    local getitem = cls.__getitem
+    -- Looked up at each call: a subclass may define its own __getitem after it was made.
     cls.__index = function(self, key)
       local v = cls[key]
       if v ~= nil then return v end
-      return getitem(self, key)
+      return cls.__getitem(self, key)
     end
   else
     cls.__index = cls
