@@ -18,8 +18,9 @@ $(BUILD)/build.ninja:
 build: bootstrap $(BUILD)/build.ninja
 	@ninja -C $(BUILD)
 
+# The main job: DESIGN.md's tour from Lua (autograd, an MLP trained on MNIST by hand and by fit).
 run: build
-	./$(BUILD)/engine/lumen-engine-demo
+	./$(BUILD)/lua/lumen examples/tour.lua
 
 test: build
 	meson test -C $(BUILD) --no-suite slow --print-errorlogs
@@ -35,17 +36,20 @@ sanitize: bootstrap
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 	    meson test -C $(ASAN) --no-suite slow --print-errorlogs
 
-# Every engine test under valgrind's memcheck (portable build: valgrind cannot run AVX-512).
+# Every engine and Lua test under valgrind's memcheck (portable build: valgrind cannot run
+# AVX-512). LUMEN_UNDER_VALGRIND shortens the Lua memory-pacing loop, which checks RSS, not leaks.
 valgrind: bootstrap
 	@[ -f build-vg/build.ninja ] || meson setup build-vg -Dbuildtype=debugoptimized -Dnative=false -Dcuda=disabled
 	@ninja -C build-vg
-	meson test -C build-vg --suite engine --print-errorlogs \
+	LUMEN_UNDER_VALGRIND=1 meson test -C build-vg --suite engine --suite lua --no-suite slow \
+	    --timeout-multiplier 20 --print-errorlogs \
 	    --wrapper 'valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 -q'
 
 bench: build
 	@./scripts/bootstrap --bench
 	./$(BUILD)/bench/engine_micro
 	BUILD=$(BUILD) bench/nn_step.sh
+	BUILD=$(BUILD) bench/mnist_epoch.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN) build-vg
