@@ -29,6 +29,19 @@ static int l_load_idx(lua_State *L)
     return 1;
 }
 
+/* Column names from lm_load_csv, kept in a userdata so a Lua error while they are turned into
+ * Lua strings frees them. */
+typedef struct { char **names; int n; } names_box;
+
+static int names_box_gc(lua_State *L)
+{
+    names_box *b = lua_touserdata(L, 1);
+    for (int i = 0; b->names && i < b->n; i++) free(b->names[i]);
+    free(b->names);
+    b->names = NULL;
+    return 0;
+}
+
 /* lm.load_csv(path, {header=true, delimiter=",", dtype="f32"}) -> tensor, column names. */
 static int l_load_csv(lua_State *L)
 {
@@ -38,22 +51,28 @@ static int l_load_csv(lua_State *L)
     const char *delim = lb_opt_str(L, opts, "delimiter", ",");
     if (strlen(delim) != 1) return luaL_error(L, "load_csv: delimiter must be one character, got '%s'", delim);
     lm_dtype dt = lb_opt_dtype_field(L, opts, "dtype", LM_F32);
+    names_box *nb = lua_newuserdatauv(L, sizeof *nb, 0);
+    nb->names = NULL;
+    nb->n = 0;
+    lua_newtable(L);
+    lua_pushcfunction(L, names_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    int nbi = lua_gettop(L);
     lb_box *box = lb_newbox(L);
-    char **names = NULL;
     int ncols = 0;
-    lm_tensor *t = lm_load_csv(path, header, delim[0], dt, header ? &names : NULL, &ncols);
-    if (!t) return lb_fail(L);
-    box->t = t;
-    lb_account(L, lm_nbytes(t));
-    /* Move the names into Lua strings; the C copies are freed before anything can raise... except
-     * the table creation itself, which at worst leaks the names on out-of-memory. */
+    lm_tensor *t = lm_load_csv(path, header, delim[0], dt, header ? &nb->names : NULL, &ncols);
+    nb->n = ncols;
+    lb_setbox(L, box, t);
     lua_createtable(L, ncols, 0);
-    for (int i = 0; names && i < ncols; i++) {
-        lua_pushstring(L, names[i]);
+    for (int i = 0; nb->names && i < ncols; i++) {
+        lua_pushstring(L, nb->names[i]);
         lua_rawseti(L, -2, i + 1);
-        free(names[i]);
     }
-    free(names);
+    /* Free the C strings now rather than at the next collection. */
+    lua_pushcfunction(L, names_box_gc);
+    lua_pushvalue(L, nbi);
+    lua_call(L, 1, 0);
     return 2;
 }
 
@@ -122,9 +141,11 @@ static int l_safetensors_save(lua_State *L)
     lm_tensor **ts = lua_newuserdatauv(L, sizeof(lm_tensor *) * (size_t)(n + 1), 0);
     for (int i = 0; i < n; i++) {
         lua_geti(L, 2, i + 1);
+        size_t len;
         if (lua_type(L, -1) != LUA_TSTRING)
             return luaL_error(L, "safetensors_save: name %d is a %s, not a string", i + 1, luaL_typename(L, -1));
-        nm[i] = lua_tostring(L, -1);
+        nm[i] = lua_tolstring(L, -1, &len);
+        if (strlen(nm[i]) != len) return luaL_error(L, "safetensors_save: name %d contains a NUL byte", i + 1);
         lua_pop(L, 1);
         lua_geti(L, 3, i + 1);
         ts[i] = lb_test(L, -1);
@@ -142,8 +163,11 @@ static int l_safetensors_save(lua_State *L)
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
                 return luaL_error(L, "safetensors_save: metadata keys and values must be strings "
                                      "(got %s = %s)", luaL_typename(L, -2), luaL_typename(L, -1));
-            mk[i] = lua_tostring(L, -2);
-            mv[i] = lua_tostring(L, -1);
+            size_t klen, vlen;
+            mk[i] = lua_tolstring(L, -2, &klen);
+            mv[i] = lua_tolstring(L, -1, &vlen);
+            if (strlen(mk[i]) != klen || strlen(mv[i]) != vlen)
+                return luaL_error(L, "safetensors_save: metadata '%s' contains a NUL byte", mk[i]);
             i++;
         }
     } else if (!lua_isnoneornil(L, 4)) {

@@ -1,5 +1,6 @@
 /* lumen_lua.h — what the files of the Lua binding (lua/src/) share: the tensor userdata,
- * argument readers, keyword options and error raising. Prefix lb_ (Lumen binding).
+ * argument readers, keyword options, result helpers and error raising. Prefix lb_ (Lumen
+ * binding).
  *
  * Conventions every binding function follows
  * - A tensor is a full userdata (lb_box) with metatable "lumen.Tensor". The box is created
@@ -10,6 +11,8 @@
  * - Keyword options come as a trailing table with string keys: t:sum{dim = 1, keepdim = true}.
  *   lb_opts(L, idx) says whether the value at idx is such a table (a table that is not a tensor
  *   and has no [1]); positional and keyword forms may be mixed: t:sum(1, {keepdim = true}).
+ *   A key the function does not take is an error listing the keys it takes (lb_options).
+ * - In-place functions (NAME_) return their first argument itself, so calls chain.
  * - Where an op takes a tensor, a Lua number is accepted too (lb_to_tensor makes a 0-dim one).
  */
 #ifndef LUMEN_LUA_H
@@ -95,6 +98,57 @@ bool lb_opt_has(lua_State *L, int opts_idx, const char *key);
 /* Index of the trailing options table among the arguments, or 0 when the last one is not one. */
 int lb_trailing_opts(lua_State *L);
 
+/* ---- arguments by position or keyword (args_lua.c) ----------------------------------------- */
+
+/* The tensor at idx, or NULL when idx holds something else; a closed tensor raises (lb_test
+ * would return NULL for it). */
+lm_tensor *lb_tensor_at(lua_State *L, int idx);
+/* A number proper: a numeric string is refused, as it is almost always a mistake. */
+double lb_check_num(lua_State *L, int idx);
+/* An integer that fits an int (dims, counts). */
+int lb_check_int(lua_State *L, int idx);
+/* A boolean proper: nil and other values are refused. */
+bool lb_check_bool(lua_State *L, int idx);
+/* A number, or a boolean as 1 or 0. */
+double lb_check_value(lua_State *L, int idx);
+/* A fill value: a number, a boolean or a one-element tensor. */
+double lb_check_fill(lua_State *L, int idx);
+
+/* Raises "bad argument #o (unknown option 'k'; takes a, b)" for a key of the options table at o
+ * that is not in keys (NULL-terminated), so a misspelt option never goes unnoticed. */
+void lb_check_keys(lua_State *L, int o, const char *const *keys);
+/* The trailing options table's index (0 when none), its keys checked against keys; *npos
+ * receives the number of positional arguments before it. */
+int lb_options(lua_State *L, const char *const *keys, int *npos);
+/* True when positional argument idx (of npos) was given and is not nil. */
+bool lb_given(lua_State *L, int idx, int npos);
+/* The value at position idx or in option key of the table at o (the option wins), else def. */
+double lb_num_arg(lua_State *L, int idx, int npos, int o, const char *key, double def);
+/* As lb_num_arg, for any integer. */
+lua_Integer lb_integer_arg(lua_State *L, int idx, int npos, int o, const char *key,
+                           lua_Integer def);
+/* As lb_integer_arg, for one that must fit an int; out of range is an error naming key. */
+int lb_int_arg(lua_State *L, int idx, int npos, int o, const char *key, int def);
+/* As lb_num_arg, for a boolean. */
+bool lb_bool_arg(lua_State *L, int idx, int npos, int o, const char *key, bool def);
+/* A borrowed tensor at position idx or in option key (the option wins), or NULL. */
+lm_tensor *lb_tensor_arg(lua_State *L, int idx, int npos, int o, const char *key);
+/* Dims at position idx (an integer or a table of integers) or in option `dim` (the option
+ * wins); returns their count, 0 when none was given (reductions then take every dim). */
+int lb_dims_arg(lua_State *L, int idx, int npos, int o, int dims[LM_MAX_DIMS]);
+
+/* ---- results (args_lua.c) ------------------------------------------------------------------- */
+
+/* Pushes fn(tensor at 1) as a new tensor: the whole of a one-tensor op. */
+int lb_unary(lua_State *L, lm_tensor *(*fn)(const lm_tensor *));
+/* Pushes fn(tensor at 1, tensor at 2) as a new tensor. */
+int lb_binary(lua_State *L, lm_tensor *(*fn)(const lm_tensor *, const lm_tensor *));
+/* Ends an in-place function: raises when s != LM_OK, else returns argument 1 itself, so calls
+ * chain. */
+int lb_self_result(lua_State *L, lm_status s);
+/* lb_setbox for the box at stack index idx, which need not be on top (ops with two results). */
+void lb_setbox_at(lua_State *L, int idx, lm_tensor *t);
+
 /* ---- registration ------------------------------------------------------------------------ */
 
 /* A function registered as lm.NAME and, when method is true, as t:NAME. */
@@ -111,6 +165,8 @@ void lb_register(lua_State *L, int mod_idx, int meth_idx, const lb_reg *regs);
 /* Each binding file contributes its functions; module.c calls them in turn. */
 void lb_open_tensor(lua_State *L, int mod_idx, int meth_idx);  /* tensor_lua.c */
 void lb_open_ops(lua_State *L, int mod_idx, int meth_idx);     /* ops_lua.c */
+void lb_open_math(lua_State *L, int mod_idx, int meth_idx);    /* math_lua.c */
+void lb_open_grad(lua_State *L, int mod_idx, int meth_idx);    /* grad_lua.c */
 void lb_open_nn(lua_State *L, int mod_idx, int meth_idx);      /* nn_lua.c */
 void lb_open_io(lua_State *L, int mod_idx, int meth_idx);      /* io_lua.c */
 

@@ -24,6 +24,8 @@ int luaopen_lumen_core(lua_State *L)
 
     lb_open_tensor(L, mod, meth);   /* first: it creates the metatable the others' boxes use */
     lb_open_ops(L, mod, meth);
+    lb_open_math(L, mod, meth);
+    lb_open_grad(L, mod, meth);
     lb_open_nn(L, mod, meth);
     lb_open_io(L, mod, meth);
 

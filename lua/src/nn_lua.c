@@ -5,8 +5,8 @@
  * Names, argument order and defaults are PyTorch's (torch.nn.functional): positional arguments
  * in PyTorch's order, or the same names in a trailing options table, which wins where both are
  * given: lm.conv2d(x, w, b, 2, 1) is lm.conv2d(x, w, b, {stride = 2, padding = 1}). A key the op
- * does not take is an error listing the keys it takes. The argument and result rules of
- * ops_lua.c apply here too (arguments first, then the box, then the engine call).
+ * does not take is an error listing the keys it takes (args_lua.c reads both forms). As in
+ * every op file, arguments are read first, then the box is pushed, then the engine is called.
  */
 #include <limits.h>
 #include <math.h>
@@ -14,97 +14,7 @@
 
 #include "lumen_lua.h"
 
-/* ---- argument helpers (the same rules as ops_lua.c) ---------------------------------------- */
-
-static double check_num(lua_State *L, int idx)
-{
-    luaL_checktype(L, idx, LUA_TNUMBER);
-    return lua_tonumber(L, idx);
-}
-
-static bool check_bool(lua_State *L, int idx)
-{
-    luaL_checktype(L, idx, LUA_TBOOLEAN);
-    return lua_toboolean(L, idx);
-}
-
-/* Raises for a key of the options table at o that is not in keys (NULL-terminated). */
-static void check_keys(lua_State *L, int o, const char *const *keys)
-{
-    lua_pushnil(L);
-    while (lua_next(L, o)) {
-        lua_pop(L, 1);
-        bool known = false;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -1);
-            for (int i = 0; keys[i] && !known; i++) known = strcmp(k, keys[i]) == 0;
-        }
-        if (known) continue;
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2));
-        } else {
-            lua_pushfstring(L, "unknown option key of type %s", luaL_typename(L, -2));
-        }
-        luaL_addvalue(&b);
-        luaL_addstring(&b, keys[0] ? "; takes " : "; takes no options");
-        for (int i = 0; keys[i]; i++) {
-            if (i) luaL_addstring(&b, ", ");
-            luaL_addstring(&b, keys[i]);
-        }
-        luaL_pushresult(&b);
-        luaL_argerror(L, o, lua_tostring(L, -1));
-    }
-}
-
-static int options(lua_State *L, const char *const *keys, int *npos)
-{
-    int o = lb_trailing_opts(L);
-    *npos = o ? o - 1 : lua_gettop(L);
-    if (o) check_keys(L, o, keys);
-    return o;
-}
-
-static bool given(lua_State *L, int idx, int npos) { return idx <= npos && !lua_isnil(L, idx); }
-
-static bool has(lua_State *L, int o, const char *key) { return o && lb_opt_has(L, o, key); }
-
-static double num_arg(lua_State *L, int idx, int npos, int o, const char *key, double def)
-{
-    double v = given(L, idx, npos) ? check_num(L, idx) : def;
-    return lb_opt_num(L, o, key, v);
-}
-
-static lua_Integer int_arg(lua_State *L, int idx, int npos, int o, const char *key,
-                           lua_Integer def)
-{
-    lua_Integer v = given(L, idx, npos) ? luaL_checkinteger(L, idx) : def;
-    return lb_opt_int(L, o, key, v);
-}
-
-/* An int-sized option; out of range is an error naming the key. */
-static int int32_arg(lua_State *L, int idx, int npos, int o, const char *key, int def)
-{
-    lua_Integer v = int_arg(L, idx, npos, o, key, def);
-    if (v < INT_MIN || v > INT_MAX)
-        luaL_argerror(L, has(L, o, key) ? o : idx, lua_pushfstring(L, "'%s' out of range", key));
-    return (int)v;
-}
-
-static bool bool_arg(lua_State *L, int idx, int npos, int o, const char *key, bool def)
-{
-    bool v = given(L, idx, npos) ? check_bool(L, idx) : def;
-    return lb_opt_bool(L, o, key, v);
-}
-
-/* A tensor given at position idx or as option key (the option wins), or NULL. */
-static lm_tensor *tensor_arg(lua_State *L, int idx, int npos, int o, const char *key)
-{
-    lm_tensor *t = given(L, idx, npos) ? lb_check(L, idx) : NULL;
-    lm_tensor *ot = lb_opt_tensor_field(L, o, key);
-    return ot ? ot : t;
-}
+/* ---- options: reduction, spatial sizes, padding -------------------------------------------- */
 
 /* reduction = "mean" | "sum" | "none" (option only, as PyTorch's keyword). */
 static lm_reduction reduction_opt(lua_State *L, int o)
@@ -116,8 +26,6 @@ static lm_reduction reduction_opt(lua_State *L, int o)
     return (lm_reduction)luaL_error(L, "reduction must be \"mean\", \"sum\" or \"none\", "
                                        "got \"%s\"", r);
 }
-
-/* ---- spatial options ------------------------------------------------------------------------- */
 
 /* The value at idx as n ints: an integer (every dim) or a table of n integers. Errors are
  * reported against argument argn (the position, or the options table). */
@@ -155,11 +63,11 @@ typedef struct source {
 
 static source value_arg(lua_State *L, int idx, int npos, int o, const char *key)
 {
-    if (has(L, o, key)) {
+    if (lb_opt_has(L, o, key)) {
         lua_getfield(L, o, key);
         return (source){lua_gettop(L), o, true};
     }
-    return (source){given(L, idx, npos) ? idx : 0, idx, false};
+    return (source){lb_given(L, idx, npos) ? idx : 0, idx, false};
 }
 
 static void value_done(lua_State *L, source src)
@@ -227,14 +135,14 @@ static const char *const conv_keys[] = {"bias", "stride", "padding", "dilation",
 static int conv(lua_State *L, int n)
 {
     int npos;
-    int o = options(L, conv_keys, &npos);
+    int o = lb_options(L, conv_keys, &npos);
     lm_tensor *x = lb_check(L, 1), *w = lb_check(L, 2);
-    lm_tensor *b = tensor_arg(L, 3, npos, o, "bias");
+    lm_tensor *b = lb_tensor_arg(L, 3, npos, o, "bias");
     int stride[2] = {1, 1}, dilation[2] = {1, 1}, pad[2];
     tuple_arg(L, 4, npos, o, "stride", n, stride);
     tuple_arg(L, 6, npos, o, "dilation", n, dilation);
     padding_arg(L, 5, npos, o, n, w, stride, dilation, pad);
-    int groups = int32_arg(L, 7, npos, o, "groups", 1);
+    int groups = lb_int_arg(L, 7, npos, o, "groups", 1);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, n == 1 ? lm_conv1d(x, w, b, stride[0], pad[0], dilation[0], groups)
                              : lm_conv2d(x, w, b, stride, pad, dilation, groups));
@@ -251,14 +159,14 @@ static int l_conv_transpose2d(lua_State *L)
     static const char *const keys[] = {"bias", "stride", "padding", "output_padding",
                                        "groups", "dilation", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *w = lb_check(L, 2);
-    lm_tensor *b = tensor_arg(L, 3, npos, o, "bias");
+    lm_tensor *b = lb_tensor_arg(L, 3, npos, o, "bias");
     int stride[2] = {1, 1}, pad[2] = {0, 0}, out_pad[2] = {0, 0}, dilation[2] = {1, 1};
     tuple_arg(L, 4, npos, o, "stride", 2, stride);
     tuple_arg(L, 5, npos, o, "padding", 2, pad);
     tuple_arg(L, 6, npos, o, "output_padding", 2, out_pad);
-    int groups = int32_arg(L, 7, npos, o, "groups", 1);
+    int groups = lb_int_arg(L, 7, npos, o, "groups", 1);
     tuple_arg(L, 8, npos, o, "dilation", 2, dilation);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_conv_transpose2d(x, w, b, stride, pad, out_pad, dilation, groups));
@@ -274,7 +182,7 @@ static int l_max_pool2d(lua_State *L)
     static const char *const keys[] = {"kernel_size", "stride", "padding", "dilation",
                                        "ceil_mode", "return_indices", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
     int kernel[2], stride[2], pad[2] = {0, 0}, dilation[2] = {1, 1};
     if (!tuple_arg(L, 2, npos, o, "kernel_size", 2, kernel))
@@ -282,8 +190,8 @@ static int l_max_pool2d(lua_State *L)
     bool has_stride = tuple_arg(L, 3, npos, o, "stride", 2, stride);
     tuple_arg(L, 4, npos, o, "padding", 2, pad);
     tuple_arg(L, 5, npos, o, "dilation", 2, dilation);
-    bool ceil_mode = bool_arg(L, 6, npos, o, "ceil_mode", false);
-    bool want_indices = bool_arg(L, 7, npos, o, "return_indices", false);
+    bool ceil_mode = lb_bool_arg(L, 6, npos, o, "ceil_mode", false);
+    bool want_indices = lb_bool_arg(L, 7, npos, o, "return_indices", false);
     int vi = lua_gettop(L) + 1;
     lb_box *vb = lb_newbox(L);
     if (!want_indices) {
@@ -297,9 +205,7 @@ static int l_max_pool2d(lua_State *L)
                                       ceil_mode, &indices);
     if (!values) return lb_fail(L);
     lb_setbox(L, ib, indices);
-    lua_pushvalue(L, vi);
-    lb_setbox(L, vb, values);
-    lua_pop(L, 1);
+    lb_setbox_at(L, vi, values);
     return 2;
 }
 
@@ -309,15 +215,15 @@ static int l_avg_pool2d(lua_State *L)
     static const char *const keys[] = {"kernel_size", "stride", "padding", "ceil_mode",
                                        "count_include_pad", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
     int kernel[2], stride[2], pad[2] = {0, 0};
     if (!tuple_arg(L, 2, npos, o, "kernel_size", 2, kernel))
         return luaL_error(L, "avg_pool2d: kernel_size is required");
     bool has_stride = tuple_arg(L, 3, npos, o, "stride", 2, stride);
     tuple_arg(L, 4, npos, o, "padding", 2, pad);
-    bool ceil_mode = bool_arg(L, 5, npos, o, "ceil_mode", false);
-    bool count_pad = bool_arg(L, 6, npos, o, "count_include_pad", true);
+    bool ceil_mode = lb_bool_arg(L, 5, npos, o, "ceil_mode", false);
+    bool count_pad = lb_bool_arg(L, 6, npos, o, "count_include_pad", true);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_avg_pool2d(x, kernel, has_stride ? stride : NULL, pad, ceil_mode,
                                     count_pad));
@@ -329,7 +235,7 @@ static int l_adaptive_avg_pool2d(lua_State *L)
 {
     static const char *const keys[] = {"output_size", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
     int size[2];
     if (!tuple_arg(L, 2, npos, o, "output_size", 2, size))
@@ -347,14 +253,15 @@ static int l_batch_norm(lua_State *L)
 {
     static const char *const keys[] = {"weight", "bias", "training", "momentum", "eps", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
-    lm_tensor *rm = given(L, 2, npos) ? lb_check(L, 2) : NULL;
-    lm_tensor *rv = given(L, 3, npos) ? lb_check(L, 3) : NULL;
-    lm_tensor *w = tensor_arg(L, 4, npos, o, "weight"), *b = tensor_arg(L, 5, npos, o, "bias");
-    bool training = bool_arg(L, 6, npos, o, "training", false);
-    double momentum = num_arg(L, 7, npos, o, "momentum", 0.1);
-    double eps = num_arg(L, 8, npos, o, "eps", 1e-5);
+    lm_tensor *rm = lb_given(L, 2, npos) ? lb_check(L, 2) : NULL;
+    lm_tensor *rv = lb_given(L, 3, npos) ? lb_check(L, 3) : NULL;
+    lm_tensor *w = lb_tensor_arg(L, 4, npos, o, "weight");
+    lm_tensor *b = lb_tensor_arg(L, 5, npos, o, "bias");
+    bool training = lb_bool_arg(L, 6, npos, o, "training", false);
+    double momentum = lb_num_arg(L, 7, npos, o, "momentum", 0.1);
+    double eps = lb_num_arg(L, 8, npos, o, "eps", 1e-5);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_batch_norm(x, rm, rv, w, b, training, momentum, eps));
     return 1;
@@ -365,7 +272,7 @@ static int l_layer_norm(lua_State *L)
 {
     static const char *const keys[] = {"weight", "bias", "eps", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
     int64_t shape[LM_MAX_DIMS];
     int n;
@@ -376,8 +283,9 @@ static int l_layer_norm(lua_State *L)
         shape[0] = luaL_checkinteger(L, 2);
         n = 1;
     }
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight"), *b = tensor_arg(L, 4, npos, o, "bias");
-    double eps = num_arg(L, 5, npos, o, "eps", 1e-5);
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *b = lb_tensor_arg(L, 4, npos, o, "bias");
+    double eps = lb_num_arg(L, 5, npos, o, "eps", 1e-5);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_layer_norm(x, n, shape, w, b, eps));
     return 1;
@@ -388,11 +296,12 @@ static int l_group_norm(lua_State *L)
 {
     static const char *const keys[] = {"weight", "bias", "eps", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
     lua_Integer groups = luaL_checkinteger(L, 2);
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight"), *b = tensor_arg(L, 4, npos, o, "bias");
-    double eps = num_arg(L, 5, npos, o, "eps", 1e-5);
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *b = lb_tensor_arg(L, 4, npos, o, "bias");
+    double eps = lb_num_arg(L, 5, npos, o, "eps", 1e-5);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_group_norm(x, groups, w, b, eps));
     return 1;
@@ -403,10 +312,10 @@ static int l_dropout(lua_State *L)
 {
     static const char *const keys[] = {"p", "training", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
-    double p = num_arg(L, 2, npos, o, "p", 0.5);
-    bool training = bool_arg(L, 3, npos, o, "training", true);
+    double p = lb_num_arg(L, 2, npos, o, "p", 0.5);
+    bool training = lb_bool_arg(L, 3, npos, o, "training", true);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_dropout(x, p, training));
     return 1;
@@ -418,15 +327,15 @@ static int l_embedding(lua_State *L)
 {
     static const char *const keys[] = {"padding_idx", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *w = lb_check(L, 1), *idx = lb_check(L, 2);
     if (!lm_dtype_is_float(w->dtype) && lm_dtype_is_float(idx->dtype)) {
         lm_tensor *swap = w;
         w = idx;
         idx = swap;
     }
-    lua_Integer pad = int_arg(L, 3, npos, o, "padding_idx", -1);
-    if (pad < 0 && (given(L, 3, npos) || has(L, o, "padding_idx")) && w->ndim == 2) {
+    lua_Integer pad = lb_integer_arg(L, 3, npos, o, "padding_idx", -1);
+    if (pad < 0 && (lb_given(L, 3, npos) || lb_opt_has(L, o, "padding_idx")) && w->ndim == 2) {
         /* PyTorch counts a negative padding_idx from the end. */
         if (pad < -w->shape[0])
             return luaL_error(L, "embedding: padding_idx %I is out of range for a vocabulary of "
@@ -442,10 +351,11 @@ static int softmax_like(lua_State *L, lm_tensor *(*fn)(const lm_tensor *, int))
 {
     static const char *const keys[] = {"dim", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1);
-    if (!given(L, 2, npos) && !has(L, o, "dim")) return luaL_argerror(L, 2, "dim is required");
-    int dim = int32_arg(L, 2, npos, o, "dim", -1);
+    if (!lb_given(L, 2, npos) && !lb_opt_has(L, o, "dim"))
+        return luaL_argerror(L, 2, "dim is required");
+    int dim = lb_int_arg(L, 2, npos, o, "dim", -1);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, fn(x, dim));
     return 1;
@@ -463,9 +373,9 @@ static int l_cross_entropy(lua_State *L)
     static const char *const keys[] = {"weight", "ignore_index", "label_smoothing", "reduction",
                                        NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
     lua_Integer ignore = lb_opt_int(L, o, "ignore_index", -100);
     double smoothing = lb_opt_num(L, o, "label_smoothing", 0);
     lm_reduction red = reduction_opt(L, o);
@@ -478,9 +388,9 @@ static int l_nll_loss(lua_State *L)
 {
     static const char *const keys[] = {"weight", "ignore_index", "reduction", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
     lua_Integer ignore = lb_opt_int(L, o, "ignore_index", -100);
     lm_reduction red = reduction_opt(L, o);
     lb_box *box = lb_newbox(L);
@@ -494,7 +404,7 @@ static int pointwise_loss(lua_State *L,
                           lm_tensor *(*fn)(const lm_tensor *, const lm_tensor *, lm_reduction))
 {
     int npos;
-    int o = options(L, reduction_keys, &npos);
+    int o = lb_options(L, reduction_keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
     lm_reduction red = reduction_opt(L, o);
     lb_box *box = lb_newbox(L);
@@ -509,7 +419,7 @@ static int l_smooth_l1_loss(lua_State *L)
 {
     static const char *const keys[] = {"beta", "reduction", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
     double beta = lb_opt_num(L, o, "beta", 1.0);
     lm_reduction red = reduction_opt(L, o);
@@ -522,9 +432,9 @@ static int l_binary_cross_entropy(lua_State *L)
 {
     static const char *const keys[] = {"weight", "reduction", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
     lm_reduction red = reduction_opt(L, o);
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_binary_cross_entropy(x, target, w, red));
@@ -535,9 +445,9 @@ static int l_binary_cross_entropy_with_logits(lua_State *L)
 {
     static const char *const keys[] = {"weight", "pos_weight", "reduction", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *x = lb_check(L, 1), *target = lb_check(L, 2);
-    lm_tensor *w = tensor_arg(L, 3, npos, o, "weight");
+    lm_tensor *w = lb_tensor_arg(L, 3, npos, o, "weight");
     lm_tensor *pw = lb_opt_tensor_field(L, o, "pos_weight");
     lm_reduction red = reduction_opt(L, o);
     lb_box *box = lb_newbox(L);
@@ -604,12 +514,12 @@ static int l_scaled_dot_product_attention(lua_State *L)
 {
     static const char *const keys[] = {"attn_mask", "dropout_p", "is_causal", "scale", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *q = lb_check(L, 1), *k = lb_check(L, 2), *v = lb_check(L, 3);
-    lm_tensor *mask = tensor_arg(L, 4, npos, o, "attn_mask");
-    double p = num_arg(L, 5, npos, o, "dropout_p", 0);
-    bool causal = bool_arg(L, 6, npos, o, "is_causal", false);
-    double scale = num_arg(L, 7, npos, o, "scale", 0);
+    lm_tensor *mask = lb_tensor_arg(L, 4, npos, o, "attn_mask");
+    double p = lb_num_arg(L, 5, npos, o, "dropout_p", 0);
+    bool causal = lb_bool_arg(L, 6, npos, o, "is_causal", false);
+    double scale = lb_num_arg(L, 7, npos, o, "scale", 0);
     if (!(p >= 0 && p <= 1))
         return luaL_error(L, "scaled_dot_product_attention: dropout_p must be in [0, 1], got %f",
                           p);
@@ -626,7 +536,7 @@ static int l_scaled_dot_product_attention(lua_State *L)
 /* The state tensor at idx, or NULL when nil. */
 static lm_tensor *state_arg(lua_State *L, int idx, int npos)
 {
-    return given(L, idx, npos) ? lb_check(L, idx) : NULL;
+    return lb_given(L, idx, npos) ? lb_check(L, idx) : NULL;
 }
 
 /* sgd_step(param, momentum_buf or nil, first, {lr, momentum = 0, dampening = 0,
@@ -636,10 +546,10 @@ static int l_sgd_step(lua_State *L)
     static const char *const keys[] = {"lr", "momentum", "dampening", "weight_decay",
                                        "nesterov", "maximize", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *param = lb_check(L, 1), *buf = state_arg(L, 2, npos);
-    bool first = given(L, 3, npos) ? check_bool(L, 3) : false;
-    if (!has(L, o, "lr")) return luaL_error(L, "sgd_step: option 'lr' is required");
+    bool first = lb_given(L, 3, npos) ? lb_check_bool(L, 3) : false;
+    if (!lb_opt_has(L, o, "lr")) return luaL_error(L, "sgd_step: option 'lr' is required");
     lm_sgd_opts so = {
         .lr = lb_opt_num(L, o, "lr", 0),
         .momentum = lb_opt_num(L, o, "momentum", 0),
@@ -660,12 +570,12 @@ static int l_adam_step(lua_State *L)
     static const char *const keys[] = {"lr", "betas", "beta1", "beta2", "eps", "weight_decay",
                                        "decoupled_weight_decay", "amsgrad", "maximize", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *param = lb_check(L, 1), *m = lb_check(L, 2), *v = lb_check(L, 3);
     lm_tensor *vmax = state_arg(L, 4, npos);
     lua_Integer step = luaL_checkinteger(L, 5);
     double beta1 = 0.9, beta2 = 0.999;
-    if (has(L, o, "betas")) {
+    if (lb_opt_has(L, o, "betas")) {
         lua_getfield(L, o, "betas");
         if (lua_type(L, -1) != LUA_TTABLE || lua_rawlen(L, -1) != 2)
             return luaL_error(L, "adam_step: option 'betas' must be a table {beta1, beta2}");
@@ -699,7 +609,7 @@ static int l_rmsprop_step(lua_State *L)
     static const char *const keys[] = {"lr", "alpha", "eps", "weight_decay", "momentum",
                                        "centered", "maximize", NULL};
     int npos;
-    int o = options(L, keys, &npos);
+    int o = lb_options(L, keys, &npos);
     lm_tensor *param = lb_check(L, 1), *sq = lb_check(L, 2);
     lm_tensor *buf = state_arg(L, 3, npos), *gavg = state_arg(L, 4, npos);
     lm_rmsprop_opts ro = {

@@ -134,7 +134,9 @@ static int64_t check_size(lua_State *L, int idx, bool allow_neg)
 int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next, bool allow_neg)
 {
     int n = 0;
-    if (lua_type(L, idx) == LUA_TTABLE && !lb_opts(L, idx) && !lb_is_tensor(L, idx)) {
+    /* {} followed by an options table is the empty shape (a 0-dim tensor), not options. */
+    if (lua_type(L, idx) == LUA_TTABLE &&
+        (!lb_opts(L, idx) || lua_type(L, idx + 1) == LUA_TTABLE)) {
         n = (int)luaL_len(L, idx);
         if (n > LM_MAX_DIMS) luaL_error(L, "shape has %d dims; at most %d", n, LM_MAX_DIMS);
         for (int i = 0; i < n; i++) {
@@ -331,11 +333,6 @@ static void nest_shape(lua_State *L, int idx, nest_info *info)
     lua_pop(L, 1);
 }
 
-static void shape_to_str(char *buf, size_t cap, int ndim, const int64_t *shape)
-{
-    lm_shape_str(ndim, shape, buf, cap);
-}
-
 static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, double *out,
                       int64_t *pos, nest_info *kinds)
 {
@@ -349,7 +346,7 @@ static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, d
             out[(*pos)++] = lua_toboolean(L, idx);
         } else {
             char buf[96];
-            shape_to_str(buf, sizeof buf, info->ndim, info->shape);
+            lm_shape_str(info->ndim, info->shape, buf, sizeof buf);
             luaL_error(L, "tensor: expected a number at depth %d (shape %s), got %s", level + 1,
                        buf, luaL_typename(L, idx));
         }
@@ -357,7 +354,7 @@ static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, d
     }
     if (lua_type(L, idx) != LUA_TTABLE || (int64_t)luaL_len(L, idx) != info->shape[level]) {
         char buf[96];
-        shape_to_str(buf, sizeof buf, info->ndim, info->shape);
+        lm_shape_str(info->ndim, info->shape, buf, sizeof buf);
         luaL_error(L, "tensor: ragged nested table: level %d has %s where shape %s expects %d",
                    level + 1,
                    lua_type(L, idx) == LUA_TTABLE ? lua_pushfstring(L, "%d entries", (int)luaL_len(L, idx))

@@ -53,6 +53,8 @@ T.errors(function() return x.nosuchfield end, "no field or method 'nosuchfield'"
 T.errors(function() x.shape = {1} end, "cannot set field 'shape'", "read-only field")
 T.is(tostring(lm.tensor{1.0, 2.0}), "tensor([1., 2.], dtype=f32)", "__tostring is the engine's printer")
 T.ok(lm.is_tensor(x) and not lm.is_tensor({}), "is_tensor")
+local z0 = lm.zeros({}, {dtype = "i64"})
+T.ok(z0.ndim == 0 and z0.dtype == "i64", "an empty shape table followed by options is a 0-dim shape")
 
 -- indexing --------------------------------------------------------------------------------------
 local m = lm.arange(12):view(3, 4)

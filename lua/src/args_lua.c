@@ -1,0 +1,181 @@
+/* args_lua.c — the argument readers the op files share (ops_lua.c, math_lua.c, grad_lua.c,
+ * nn_lua.c): strict scalar checks, PyTorch-style arguments given by position or by keyword,
+ * the check that refuses unknown keywords, and the small result helpers (lumen_lua.h).
+ *
+ * An argument read by lb_num_arg and its kin may come at its position or in the trailing
+ * options table under its PyTorch name; the option wins where both are given, so a caller can
+ * override one positional value without rewriting the call. */
+#include <limits.h>
+#include <string.h>
+
+#include "lumen_lua.h"
+
+/* ---- single values -------------------------------------------------------------------------- */
+
+lm_tensor *lb_tensor_at(lua_State *L, int idx)
+{
+    return lb_is_tensor(L, idx) ? lb_check(L, idx) : NULL;
+}
+
+double lb_check_num(lua_State *L, int idx)
+{
+    luaL_checktype(L, idx, LUA_TNUMBER);
+    return lua_tonumber(L, idx);
+}
+
+int lb_check_int(lua_State *L, int idx)
+{
+    lua_Integer v = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, v >= INT_MIN && v <= INT_MAX, idx, "integer out of range");
+    return (int)v;
+}
+
+bool lb_check_bool(lua_State *L, int idx)
+{
+    luaL_checktype(L, idx, LUA_TBOOLEAN);
+    return lua_toboolean(L, idx);
+}
+
+double lb_check_value(lua_State *L, int idx)
+{
+    if (lua_isboolean(L, idx)) return lua_toboolean(L, idx) ? 1.0 : 0.0;
+    return lb_check_num(L, idx);
+}
+
+double lb_check_fill(lua_State *L, int idx)
+{
+    lm_tensor *v = lb_tensor_at(L, idx);
+    if (!v) {
+        if (lua_type(L, idx) != LUA_TNUMBER && !lua_isboolean(L, idx))
+            luaL_typeerror(L, idx, "number");
+        return lb_check_value(L, idx);
+    }
+    double x;
+    if (lm_item(v, &x) != LM_OK) lb_fail(L);
+    return x;
+}
+
+/* ---- positional or keyword ------------------------------------------------------------------ */
+
+void lb_check_keys(lua_State *L, int o, const char *const *keys)
+{
+    lua_pushnil(L);
+    while (lua_next(L, o)) {
+        lua_pop(L, 1);
+        bool known = false;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; keys[i] && !known; i++) known = strcmp(k, keys[i]) == 0;
+        }
+        if (known) continue;
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            lua_pushfstring(L, "unknown option '%s'", lua_tostring(L, -2));
+        } else {
+            lua_pushfstring(L, "unknown option key of type %s", luaL_typename(L, -2));
+        }
+        luaL_addvalue(&b);
+        luaL_addstring(&b, keys[0] ? "; takes " : "; takes no options");
+        for (int i = 0; keys[i]; i++) {
+            if (i) luaL_addstring(&b, ", ");
+            luaL_addstring(&b, keys[i]);
+        }
+        luaL_pushresult(&b);
+        luaL_argerror(L, o, lua_tostring(L, -1));
+    }
+}
+
+int lb_options(lua_State *L, const char *const *keys, int *npos)
+{
+    int o = lb_trailing_opts(L);
+    *npos = o ? o - 1 : lua_gettop(L);
+    if (o) lb_check_keys(L, o, keys);
+    return o;
+}
+
+bool lb_given(lua_State *L, int idx, int npos) { return idx <= npos && !lua_isnil(L, idx); }
+
+double lb_num_arg(lua_State *L, int idx, int npos, int o, const char *key, double def)
+{
+    double v = lb_given(L, idx, npos) ? lb_check_num(L, idx) : def;
+    return lb_opt_num(L, o, key, v);
+}
+
+lua_Integer lb_integer_arg(lua_State *L, int idx, int npos, int o, const char *key,
+                           lua_Integer def)
+{
+    lua_Integer v = lb_given(L, idx, npos) ? luaL_checkinteger(L, idx) : def;
+    return lb_opt_int(L, o, key, v);
+}
+
+int lb_int_arg(lua_State *L, int idx, int npos, int o, const char *key, int def)
+{
+    lua_Integer v = lb_integer_arg(L, idx, npos, o, key, def);
+    if (v < INT_MIN || v > INT_MAX) {
+        if (lb_opt_has(L, o, key))
+            luaL_argerror(L, o, lua_pushfstring(L, "option '%s' out of range", key));
+        luaL_argerror(L, idx, lua_pushfstring(L, "'%s' out of range", key));
+    }
+    return (int)v;
+}
+
+bool lb_bool_arg(lua_State *L, int idx, int npos, int o, const char *key, bool def)
+{
+    bool v = lb_given(L, idx, npos) ? lb_check_bool(L, idx) : def;
+    return lb_opt_bool(L, o, key, v);
+}
+
+lm_tensor *lb_tensor_arg(lua_State *L, int idx, int npos, int o, const char *key)
+{
+    lm_tensor *t = lb_given(L, idx, npos) ? lb_check(L, idx) : NULL;
+    lm_tensor *ot = lb_opt_tensor_field(L, o, key);
+    return ot ? ot : t;
+}
+
+int lb_dims_arg(lua_State *L, int idx, int npos, int o, int dims[LM_MAX_DIMS])
+{
+    int n = 0;
+    if (lb_given(L, idx, npos)) n = lb_check_dims(L, idx, dims);
+    if (lb_opt_has(L, o, "dim")) {
+        lua_getfield(L, o, "dim");
+        int t = lua_type(L, -1);
+        if (t != LUA_TNUMBER && t != LUA_TTABLE)
+            luaL_argerror(L, o, "option 'dim' must be an integer or a table of integers");
+        n = lb_check_dims(L, lua_gettop(L), dims);
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* ---- results -------------------------------------------------------------------------------- */
+
+int lb_unary(lua_State *L, lm_tensor *(*fn)(const lm_tensor *))
+{
+    lm_tensor *t = lb_check(L, 1);
+    lb_box *b = lb_newbox(L);
+    lb_setbox(L, b, fn(t));
+    return 1;
+}
+
+int lb_binary(lua_State *L, lm_tensor *(*fn)(const lm_tensor *, const lm_tensor *))
+{
+    lm_tensor *a = lb_check(L, 1), *b = lb_check(L, 2);
+    lb_box *box = lb_newbox(L);
+    lb_setbox(L, box, fn(a, b));
+    return 1;
+}
+
+int lb_self_result(lua_State *L, lm_status s)
+{
+    lb_check_status(L, s);
+    lua_settop(L, 1);
+    return 1;
+}
+
+void lb_setbox_at(lua_State *L, int idx, lm_tensor *t)
+{
+    lua_pushvalue(L, idx);
+    lb_setbox(L, lua_touserdata(L, -1), t);
+    lua_pop(L, 1);
+}
