@@ -38,8 +38,9 @@ lb_box *lb_newbox(lua_State *L);
 /* Stores t (a new reference from the engine) in the box on top of the stack; a NULL t raises the
  * engine's error. Tells Lua's collector about fresh tensor memory (lb_account). */
 void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t);
-/* Pushes t (a new reference, taken over) as a tensor; NULL raises the engine's error. Only for
- * tensors that already exist (the engine call happened before): prefer lb_newbox+lb_setbox. */
+/* Pushes t (a new reference, taken over) as a tensor whose memory already exists elsewhere
+ * (t.grad): not counted for the collector. NULL raises the engine's error. For fresh results
+ * use lb_newbox before the engine call, then lb_setbox. */
 void lb_push(lua_State *L, lm_tensor *t);
 
 /* The tensor at idx; raises "bad argument #n (tensor expected, got X)" otherwise, and a clear

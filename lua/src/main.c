@@ -148,6 +148,10 @@ static void prepend_path(lua_State *L, const char *dir)
 
 static int setup(lua_State *L)
 {
+    /* Generational collection suits a training loop: most tensor boxes die young, and a minor
+     * collection does not walk every long-lived module and table (5-6% of an MLP step measured
+     * with bench/nn_step.lua). */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_openlibs(L);
     luaL_requiref(L, "lumen.core", luaopen_lumen_core, 0);
     lua_pop(L, 1);

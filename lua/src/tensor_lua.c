@@ -42,17 +42,19 @@ void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t)
 {
     if (!t) lb_fail(L);
     box->t = t;
-    lb_account(L, lm_nbytes(t));
+    /* Only fresh memory paces the collector: a view shares a storage that was counted when it
+     * was made (counting views too made every t[i] or p.grad look like an allocation). */
+    if (t->storage->refcount == 1) lb_account(L, lm_nbytes(t));
 }
 
 void lb_push(lua_State *L, lm_tensor *t)
 {
     if (!t) lb_fail(L);
-    /* lua_newuserdatauv may raise: keep t released on that path through a protected call would
-     * cost more than the rare leak of one tensor on out-of-memory; callers that can create the
-     * box first use lb_newbox instead. */
+    /* For tensors that already exist elsewhere (t.grad): their memory is not new, so it is not
+     * counted. lua_newuserdatauv may raise here and leak t on out-of-memory; callers that can
+     * create the box first use lb_newbox + lb_setbox instead. */
     lb_box *box = lb_newbox(L);
-    lb_setbox(L, box, t);
+    box->t = t;
 }
 
 lm_tensor *lb_test(lua_State *L, int idx)
