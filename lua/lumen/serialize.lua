@@ -286,14 +286,23 @@ function M.save(obj, path, opts)
       error(string.format("%s: expected a model, a table of name -> tensor or a tensor, got %s",
         fname, describe(obj)), 2)
     end
+    -- A shared (tied) tensor is stored once (DESIGN.md); its other names are listed in the
+    -- metadata entry "lumen.shared" (JSON: alias -> stored name) and restored by lm.load.
+    local first_name, shared = {}, {}
     for _, name in ipairs(ordered_names(sd, order)) do
       local t = sd[name]
       if type(name) ~= "string" or not is_tensor(t) then
         error(string.format("%s: entry %s is %s; a state dict maps names (strings) to tensors",
           fname, tostring(name), describe(t)), 2)
       end
-      names[#names + 1], tensors[#tensors + 1] = name, t
+      if first_name[t] then
+        shared[name] = first_name[t]
+      else
+        first_name[t] = name
+        names[#names + 1], tensors[#tensors + 1] = name, t
+      end
     end
+    if next(shared) then meta["lumen.shared"] = M.encode(shared, "shared names") end
   end
   with_path(fname, path, lm.safetensors_save, path, names, tensors, meta)
 end
@@ -309,6 +318,10 @@ function M.load(obj, path)
   local names, tensors, meta = with_path(fname, path, lm.safetensors_load, path)
   local sd = {}
   for i, name in ipairs(names) do sd[name] = tensors[i] end
+  if meta and meta["lumen.shared"] then
+    for alias, stored in pairs(M.decode(meta["lumen.shared"])) do sd[alias] = sd[stored] end
+    meta["lumen.shared"] = nil
+  end
   if obj == nil then
     if meta and meta["lumen.kind"] == "tensor" and #names == 1 then return tensors[1], meta end
     return sd, meta

@@ -315,5 +315,28 @@ do
     "JSON: truncated input")
 end
 
+-- A tied (shared) weight is stored once and restored under both names.
+do
+  local function tied()
+    local m = nn.Sequential {nn.Linear(4, 4, {bias = false}), nn.Linear(4, 4, {bias = false})}
+    m[2].weight = nil
+    m[2]:register_parameter("weight", m[1].weight)
+    return m
+  end
+  lm.manual_seed(11)
+  local a = tied()
+  local path = tmp(".safetensors")
+  lm.save(a, path)
+  local names = lm.safetensors_load(path)
+  T.is(#names, 1, "save: a shared weight is stored once")
+  lm.manual_seed(12)
+  local b = tied()
+  lm.load(b, path)
+  T.ok(max_diff(b[1].weight, a[1].weight) == 0 and rawequal(b[1].weight, b[2].weight),
+    "load: the shared weight comes back under both names")
+  local sd = lm.load(nil, path)
+  T.ok(sd["0.weight"] ~= nil and sd["1.weight"] ~= nil, "load(nil): both names present")
+end
+
 for _, name in ipairs(tmp_files) do os.remove(name) end
 T.done()

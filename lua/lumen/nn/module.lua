@@ -559,10 +559,15 @@ function Module:state_dict()
   regs(self, class.name(self) .. ":state_dict", 2)
   local names, tensors = {}, {}
   collect_state(self, "", names, tensors)
-  local sd = {}
+  local sd, detached = {}, {}
   for i, name in ipairs(names) do
     local t = tensors[i]
-    sd[name] = t.requires_grad and t:detach() or t
+    -- A shared parameter maps to one detached tensor, so lm.save can store it once.
+    if t.requires_grad then
+      detached[t] = detached[t] or t:detach()
+      t = detached[t]
+    end
+    sd[name] = t
   end
   return setmetatable(sd, {__pairs = ordered_pairs(names)}), names
 end
