@@ -148,10 +148,9 @@ static void prepend_path(lua_State *L, const char *dir)
 
 static int setup(lua_State *L)
 {
-    /* Generational collection suits a training loop: most tensor boxes die young, and a minor
-     * collection does not walk every long-lived module and table (5-6% of an MLP step measured
-     * with bench/nn_step.lua). */
-    lua_gc(L, LUA_GCGEN, 0, 0);
+    /* Lua's default incremental collector is kept: the generational one made an MLP step 5%
+     * faster but a LeNet step 25% slower (bench/nn_step.lua), each large tensor's accounted
+     * bytes triggering a young collection. */
     luaL_openlibs(L);
     luaL_requiref(L, "lumen.core", luaopen_lumen_core, 0);
     lua_pop(L, 1);
