@@ -6,7 +6,8 @@ local lm = require "lumen.core"
 local class = require "lumen.class"
 local mod = require "lumen.nn.module"
 
-local Module, util = mod.Module, mod.util
+local Module = mod.Module
+local util = require "lumen.nn.util"
 local py = util.py
 
 local M = {}

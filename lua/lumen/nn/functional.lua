@@ -6,7 +6,7 @@
 --   F.embedding(indices, weight)   (PyTorch's order; lm.embedding(weight, indices) also works)
 -- relu is wrapped to take PyTorch's inplace flag.
 local lm = require "lumen.core"
-local util = require("lumen.nn.module").util
+local util = require "lumen.nn.util"
 
 local F = {}
 

@@ -6,7 +6,7 @@
 --   local loss = nn.functional.cross_entropy(model(x), y)
 -- See lumen.nn.module for user-defined modules, parameters and state_dict.
 local mod = require "lumen.nn.module"
-local util = mod.util
+local util = require "lumen.nn.util"
 
 local nn = {
   functional = require "lumen.nn.functional",

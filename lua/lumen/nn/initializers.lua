@@ -5,7 +5,7 @@
 -- Fans follow PyTorch: fan_in = size(1) * receptive field, fan_out = size(0) * receptive field,
 -- the receptive field being the product of the sizes after the first two dims.
 local lm = require "lumen.core"
-local util = require("lumen.nn.module").util
+local util = require "lumen.nn.util"
 
 local init = {}
 

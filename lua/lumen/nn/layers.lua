@@ -15,7 +15,8 @@ local class = require "lumen.class"
 local mod = require "lumen.nn.module"
 local init = require "lumen.nn.initializers"
 
-local Module, util = mod.Module, mod.util
+local Module = mod.Module
+local util = require "lumen.nn.util"
 local is_tensor, show, shape_str, py = util.is_tensor, util.show, util.shape_str, util.py
 
 local M = {}

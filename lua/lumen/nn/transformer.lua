@@ -14,7 +14,8 @@ local mod = require "lumen.nn.module"
 local layers = require "lumen.nn.layers"
 local init = require "lumen.nn.initializers"
 
-local Module, util = mod.Module, mod.util
+local Module = mod.Module
+local util = require "lumen.nn.util"
 local show, shape_str, py = util.show, util.shape_str, util.py
 
 local M = {}
