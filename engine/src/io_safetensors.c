@@ -13,6 +13,7 @@
  * damaged file cannot make us allocate more than the file holds. Saving writes PATH.tmp, syncs
  * it and renames it over PATH, so a crash leaves either the old file or the new one. */
 #include "internal.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -75,67 +76,40 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-/* ---- a growing string (the header being written) ------------------------------------- */
+/* ---- writing the header into an lm__strbuf (strbuf.h) ---------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool failed; /* an allocation failed: later appends do nothing */
-} strbuf;
-
-static void sb_put(strbuf *b, const char *s, size_t n)
-{
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_str(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_u64(strbuf *b, uint64_t v)
+static void sb_u64(lm__strbuf *b, uint64_t v)
 {
     char num[24];
     int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
-    sb_put(b, num, (size_t)n);
+    lm__sb_put(b, num, (size_t)n);
 }
 
 /* A JSON string literal: quotes, backslashes and control characters escaped; other bytes (UTF-8,
  * checked by the caller) as they are. */
-static void sb_json_str(strbuf *b, const char *s)
+static void sb_json_str(lm__strbuf *b, const char *s)
 {
-    sb_put(b, "\"", 1);
+    lm__sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         switch (*p) {
-        case '"': sb_put(b, "\\\"", 2); break;
-        case '\\': sb_put(b, "\\\\", 2); break;
-        case '\b': sb_put(b, "\\b", 2); break;
-        case '\f': sb_put(b, "\\f", 2); break;
-        case '\n': sb_put(b, "\\n", 2); break;
-        case '\r': sb_put(b, "\\r", 2); break;
-        case '\t': sb_put(b, "\\t", 2); break;
+        case '"': lm__sb_put(b, "\\\"", 2); break;
+        case '\\': lm__sb_put(b, "\\\\", 2); break;
+        case '\b': lm__sb_put(b, "\\b", 2); break;
+        case '\f': lm__sb_put(b, "\\f", 2); break;
+        case '\n': lm__sb_put(b, "\\n", 2); break;
+        case '\r': lm__sb_put(b, "\\r", 2); break;
+        case '\t': lm__sb_put(b, "\\t", 2); break;
         default:
             if (*p < 0x20) {
                 snprintf(esc, sizeof esc, "\\u%04x", *p);
-                sb_put(b, esc, 6);
+                lm__sb_put(b, esc, 6);
             } else {
-                sb_put(b, (const char *)p, 1);
+                lm__sb_put(b, (const char *)p, 1);
             }
         }
     }
-    sb_put(b, "\"", 1);
+    lm__sb_put(b, "\"", 1);
 }
 
 /* ---- JSON values and the strict parser ----------------------------------------------- */
@@ -230,7 +204,7 @@ static bool json_hex4(jparser *p, uint32_t *out)
     return true;
 }
 
-static void put_utf8(strbuf *b, uint32_t cp)
+static void put_utf8(lm__strbuf *b, uint32_t cp)
 {
     char u[4];
     size_t n;
@@ -245,14 +219,14 @@ static void put_utf8(strbuf *b, uint32_t cp)
         u[0] = (char)(0xf0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 0x3f));
         u[2] = (char)(0x80 | (cp >> 6 & 0x3f)), u[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
     }
-    sb_put(b, u, n);
+    lm__sb_put(b, u, n);
 }
 
 /* A string at p->pos (which holds '"'); *out is malloc'd. */
 static bool json_string(jparser *p, char **out)
 {
     size_t start = p->pos;
-    strbuf b = {0};
+    lm__strbuf b = {0};
     p->pos++;
     for (;;) {
         if (p->pos >= p->n) {
@@ -270,7 +244,7 @@ static bool json_string(jparser *p, char **out)
             return json_error(p, "control character in a string");
         }
         if (c != '\\') {
-            sb_put(&b, (const char *)&c, 1);
+            lm__sb_put(&b, (const char *)&c, 1);
             p->pos++;
             continue;
         }
@@ -294,7 +268,7 @@ static bool json_string(jparser *p, char **out)
             return json_error(p, "bad escape in a string");
         }
         if (simple) {
-            sb_put(&b, simple, 1);
+            lm__sb_put(&b, simple, 1);
             continue;
         }
         size_t esc_pos = p->pos - 2;
@@ -333,7 +307,7 @@ static bool json_string(jparser *p, char **out)
         }
         put_utf8(&b, cp);
     }
-    if (!b.s) sb_put(&b, "", 0);
+    if (!b.s) lm__sb_put(&b, "", 0);
     if (b.failed) {
         free(b.s);
         return json_oom(p);
@@ -896,47 +870,47 @@ static lm_status check_names(const char *path, int n, const char *const *names, 
 /* The JSON header, padded with spaces so that 8 + its length is a multiple of ST_ALIGN. */
 static lm_status build_header(const char *path, int n, const char *const *names,
                               lm_tensor *const *tensors, int n_meta, const char *const *keys,
-                              const char *const *values, strbuf *b)
+                              const char *const *values, lm__strbuf *b)
 {
-    sb_str(b, "{");
+    lm__sb_str(b, "{");
     if (n_meta > 0) {
-        sb_str(b, "\"" ST_META "\":{");
+        lm__sb_str(b, "\"" ST_META "\":{");
         for (int i = 0; i < n_meta; i++) {
-            if (i) sb_str(b, ",");
+            if (i) lm__sb_str(b, ",");
             sb_json_str(b, keys[i]);
-            sb_str(b, ":");
+            lm__sb_str(b, ":");
             sb_json_str(b, values[i]);
         }
-        sb_str(b, "}");
+        lm__sb_str(b, "}");
     }
     uint64_t at = 0;
     for (int i = 0; i < n; i++) {
         const lm_tensor *t = tensors[i];
-        if (n_meta > 0 || i) sb_str(b, ",");
+        if (n_meta > 0 || i) lm__sb_str(b, ",");
         sb_json_str(b, names[i]);
-        sb_str(b, ":{\"dtype\":\"");
-        sb_str(b, st_dtype_name(t->dtype));
-        sb_str(b, "\",\"shape\":[");
+        lm__sb_str(b, ":{\"dtype\":\"");
+        lm__sb_str(b, st_dtype_name(t->dtype));
+        lm__sb_str(b, "\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) {
-            if (d) sb_str(b, ",");
+            if (d) lm__sb_str(b, ",");
             sb_u64(b, (uint64_t)t->shape[d]);
         }
-        sb_str(b, "],\"data_offsets\":[");
+        lm__sb_str(b, "],\"data_offsets\":[");
         sb_u64(b, at);
-        sb_str(b, ",");
+        lm__sb_str(b, ",");
         at += lm_nbytes(t);
         sb_u64(b, at);
-        sb_str(b, "]}");
+        lm__sb_str(b, "]}");
     }
-    sb_str(b, "}");
-    while (!b->failed && b->len % ST_ALIGN) sb_str(b, " ");
+    lm__sb_str(b, "}");
+    while (!b->failed && b->len % ST_ALIGN) lm__sb_str(b, " ");
     if (b->failed)
         return lm__error(LM_ERR_MEMORY, "safetensors_save: %s: no memory for the header", path);
     return LM_OK;
 }
 
 /* Writes the whole file to an open stream; returns false with errno set on a failed write. */
-static bool write_all(FILE *f, const strbuf *header, int n, lm_tensor *const *tensors,
+static bool write_all(FILE *f, const lm__strbuf *header, int n, lm_tensor *const *tensors,
                       lm_status *status)
 {
     unsigned char lenb[8];
@@ -995,7 +969,7 @@ lm_status lm_safetensors_save(const char *path, int n, const char *const *names,
                              "not valid UTF-8", path, meta_keys[i]);
     }
 
-    strbuf header = {0};
+    lm__strbuf header = {0};
     s = build_header(path, n, names, tensors, n_meta, meta_keys, meta_values, &header);
     size_t plen = strlen(path);
     char *tmp = s == LM_OK ? malloc(plen + 5) : NULL;

@@ -10,6 +10,7 @@
  * nested rows are indented under their bracket, and blocks of 3-D and higher tensors are
  * separated by blank lines. */
 #include "internal.h"
+#include "strbuf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,38 +23,11 @@
 #define LINEWIDTH 80
 #define PREFIX "tensor("
 
-/* ---- a growing string ------------------------------------------------------------------- */
+/* ---- writing into an lm__strbuf (strbuf.h) ----------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool failed; /* an allocation failed: later appends do nothing */
-} strbuf;
-
-static void sb_put(strbuf *b, const char *s, size_t n)
+static void sb_spaces(lm__strbuf *b, int n)
 {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_str(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_spaces(strbuf *b, int n)
-{
-    for (int i = 0; i < n; i++) sb_put(b, " ", 1);
+    for (int i = 0; i < n; i++) lm__sb_put(b, " ", 1);
 }
 
 /* ---- elements --------------------------------------------------------------------------- */
@@ -183,17 +157,17 @@ static formatter make_formatter(const lm_tensor *t, bool summarize)
     return f;
 }
 
-static void put_value(strbuf *b, const formatter *f, const lm_tensor *t, int64_t off)
+static void put_value(lm__strbuf *b, const formatter *f, const lm_tensor *t, int64_t off)
 {
     char buf[64];
     int n = format_raw(f, t, off, buf, sizeof buf);
     sb_spaces(b, f->width - n);
-    sb_put(b, buf, (size_t)n);
+    lm__sb_put(b, buf, (size_t)n);
 }
 
 /* ---- layout ----------------------------------------------------------------------------- */
 
-static void put_vector(strbuf *b, const formatter *f, const lm_tensor *t, int64_t off, int indent,
+static void put_vector(lm__strbuf *b, const formatter *f, const lm_tensor *t, int64_t off, int indent,
                        bool summarize)
 {
     int64_t size = t->shape[t->ndim - 1], stride = t->strides[t->ndim - 1];
@@ -201,28 +175,28 @@ static void put_vector(strbuf *b, const formatter *f, const lm_tensor *t, int64_
     if (per_line < 1) per_line = 1;
     bool cut = summarize && size > 2 * EDGEITEMS;
     int64_t items = cut ? 2 * EDGEITEMS + 1 : size; /* the " ..." counts as an item */
-    sb_str(b, "[");
+    lm__sb_str(b, "[");
     for (int64_t k = 0; k < items; k++) {
         if (k > 0) {
             if (k % per_line == 0) {
-                sb_str(b, ",\n");
+                lm__sb_str(b, ",\n");
                 sb_spaces(b, indent + 1);
             } else {
-                sb_str(b, ", ");
+                lm__sb_str(b, ", ");
             }
         }
         if (cut && k == EDGEITEMS) {
-            sb_str(b, " ...");
+            lm__sb_str(b, " ...");
             continue;
         }
         int64_t i = cut && k > EDGEITEMS ? size - (items - k) : k;
         put_value(b, f, t, off + i * stride);
     }
-    sb_str(b, "]");
+    lm__sb_str(b, "]");
 }
 
 /* The sub-tensor at dims [dim, ndim) starting at offset off. */
-static void put_tensor(strbuf *b, const formatter *f, const lm_tensor *t, int dim, int64_t off,
+static void put_tensor(lm__strbuf *b, const formatter *f, const lm_tensor *t, int dim, int64_t off,
                        int indent, bool summarize)
 {
     if (dim == t->ndim - 1) {
@@ -233,38 +207,38 @@ static void put_tensor(strbuf *b, const formatter *f, const lm_tensor *t, int di
     bool cut = summarize && size > 2 * EDGEITEMS;
     int64_t items = cut ? 2 * EDGEITEMS + 1 : size;
     int newlines = t->ndim - dim - 1; /* one more blank line per level above a matrix */
-    sb_str(b, "[");
+    lm__sb_str(b, "[");
     for (int64_t k = 0; k < items; k++) {
         if (k > 0) {
-            sb_str(b, ",");
-            for (int i = 0; i < newlines; i++) sb_str(b, "\n");
+            lm__sb_str(b, ",");
+            for (int i = 0; i < newlines; i++) lm__sb_str(b, "\n");
             sb_spaces(b, indent + 1);
         }
         if (cut && k == EDGEITEMS) {
-            sb_str(b, "...");
+            lm__sb_str(b, "...");
             continue;
         }
         int64_t i = cut && k > EDGEITEMS ? size - (items - k) : k;
         put_tensor(b, f, t, dim + 1, off + i * t->strides[dim], indent + 1, summarize);
     }
-    sb_str(b, "]");
+    lm__sb_str(b, "]");
 }
 
 /* PyTorch's _add_suffixes: a suffix that would pass the line width goes on its own line. Its
  * measure of the last line is two characters longer than the line itself; kept for identical
  * output. */
-static void put_suffix(strbuf *b, const char *suffix, int *last_line_len)
+static void put_suffix(lm__strbuf *b, const char *suffix, int *last_line_len)
 {
     int n = (int)strlen(suffix);
     if (*last_line_len + n + 2 > LINEWIDTH) {
-        sb_str(b, ",\n");
+        lm__sb_str(b, ",\n");
         sb_spaces(b, (int)strlen(PREFIX));
         *last_line_len = (int)strlen(PREFIX) + n;
     } else {
-        sb_str(b, ", ");
+        lm__sb_str(b, ", ");
         *last_line_len += n + 2;
     }
-    sb_str(b, suffix);
+    lm__sb_str(b, suffix);
 }
 
 char *lm_to_string(const lm_tensor *t)
@@ -275,12 +249,12 @@ char *lm_to_string(const lm_tensor *t)
                 "tensors can be printed in this build", lm__shp(t).s, t->storage->device);
     if ((unsigned)t->dtype >= LM_DTYPE_COUNT)
         LM_FAIL(LM_ERR_DTYPE, "to_string: unknown dtype %d", t->dtype);
-    strbuf b = {0};
-    sb_str(&b, PREFIX);
+    lm__strbuf b = {0};
+    lm__sb_str(&b, PREFIX);
     int64_t numel = lm_numel(t);
     char suffix[256];
     if (numel == 0) {
-        sb_str(&b, "[]");
+        lm__sb_str(&b, "[]");
     } else {
         bool summarize = numel > THRESHOLD;
         formatter f = make_formatter(t, summarize);
@@ -306,7 +280,7 @@ char *lm_to_string(const lm_tensor *t)
     snprintf(suffix, sizeof suffix, "dtype=%s", lm_dtype_name(t->dtype));
     put_suffix(&b, suffix, &last_line_len);
     if (t->requires_grad && !t->grad_fn) put_suffix(&b, "requires_grad=True", &last_line_len);
-    sb_str(&b, ")");
+    lm__sb_str(&b, ")");
     if (b.failed) {
         free(b.s);
         LM_FAIL(LM_ERR_MEMORY, "to_string: out of memory for the text of a tensor of shape %s",
