@@ -376,4 +376,30 @@ T.errors(function() train.EarlyStopping{mode = "up"} end,
   "mode must be \"min\", \"max\" or \"auto\"",
   "EarlyStopping: bad mode")
 
+-- A Lua error in the middle of a hand-written training step (after forward, inside no_grad, inside
+-- a module's forward) leaves the model, the optimizer, grad mode and the graph scope usable.
+do
+  lm.manual_seed(3)
+  local net = MLP(2, 16, 4)
+  local sgd = optim.SGD(net:parameters(), {lr = 0.1})
+  local function step(xb, yb)
+    local loss = lm.cross_entropy(net(xb), yb)
+    sgd:zero_grad(); loss:backward(); sgd:step()
+    return loss:item()
+  end
+  local scope_before = lm.get_scope()
+  local first = step(x, y)
+  T.errors(function() step(x, y:narrow(0, 0, 10)) end, "cross_entropy",
+    "a failing step raises the engine's message")
+  T.errors(function() lm.no_grad(function() net(lm.zeros(4, 3)) end) end, "[4,3]",
+    "an error inside no_grad(fn) and a module's forward")
+  T.errors(function() local _ <close> = lm.no_grad(); error("user error") end, "user error",
+    "a user error inside a no_grad scope")
+  T.ok(lm.is_grad_enabled(), "grad mode is restored after the errors")
+  T.is(lm.get_scope(), scope_before, "the graph scope is restored after the errors")
+  local last
+  for _ = 1, 20 do last = step(x, y) end
+  T.ok(last < first, string.format("training goes on after the errors (loss %.3f -> %.3f)", first, last))
+end
+
 T.done()
