@@ -21,6 +21,7 @@ local M = {
   DataLoader = require "lumen.data.loader",
   mnist = mnist.mnist,
   fashion_mnist = mnist.fashion_mnist,
+  FASHION_MNIST_DIR = mnist.FASHION_MNIST_DIR,
   csv = require("lumen.data.csv").csv,
   transforms = require "lumen.data.transforms",
 }
