@@ -109,9 +109,8 @@ static int l_safetensors_load(lua_State *L)
         lua_pushstring(L, f->names[i]);
         lua_rawseti(L, names, i + 1);
         lb_box *box = lb_newbox(L);
-        box->t = f->tensors[i];      /* the box takes the file's reference */
+        lb_setbox(L, box, f->tensors[i]); /* the box takes the file's reference */
         f->tensors[i] = NULL;
-        lb_account(L, lm_nbytes(box->t));
         lua_rawseti(L, tensors, i + 1);
     }
     lua_createtable(L, 0, f->n_meta);

@@ -28,7 +28,8 @@
 #define LB_TENSOR_MT "lumen.Tensor"
 
 typedef struct lb_box {
-    lm_tensor *t; /* owned reference; NULL once closed or collected */
+    lm_tensor *t;   /* owned reference; NULL once closed or collected */
+    size_t counted; /* bytes this box added to the live tensor memory the collector is paced by */
 } lb_box;
 
 /* ---- the tensor userdata ---------------------------------------------------------------- */
@@ -36,7 +37,7 @@ typedef struct lb_box {
 /* Pushes a new, empty box and returns it. */
 lb_box *lb_newbox(lua_State *L);
 /* Stores t (a new reference from the engine) in the box on top of the stack; a NULL t raises the
- * engine's error. Tells Lua's collector about fresh tensor memory (lb_account). */
+ * engine's error. Fresh tensor memory paces Lua's collector (see tensor_lua.c). */
 void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t);
 /* Pushes t (a new reference, taken over) as a tensor whose memory already exists elsewhere
  * (t.grad): not counted for the collector. NULL raises the engine's error. For fresh results
@@ -52,9 +53,6 @@ lm_tensor *lb_opt(lua_State *L, int idx);
 lm_tensor *lb_test(lua_State *L, int idx);
 bool lb_is_tensor(lua_State *L, int idx);
 
-/* Tells Lua's collector that nbytes of memory outside its heap now belong to a Lua object, so
- * garbage tensors are collected as promptly as if Lua had allocated them. */
-void lb_account(lua_State *L, size_t nbytes);
 
 /* ---- engine errors -------------------------------------------------------------------------- */
 
