@@ -28,8 +28,7 @@
 #define LB_TENSOR_MT "lumen.Tensor"
 
 typedef struct lb_box {
-    lm_tensor *t;   /* owned reference; NULL once closed or collected */
-    size_t counted; /* bytes this box added to the live tensor memory the collector is paced by */
+    lm_tensor *t; /* owned reference; NULL once closed or collected */
 } lb_box;
 
 /* ---- the tensor userdata ---------------------------------------------------------------- */
