@@ -21,6 +21,19 @@ static bool is_number(lua_State *L, int idx) { return lua_type(L, idx) == LUA_TN
 typedef lm_tensor *(*tt_fn)(const lm_tensor *, const lm_tensor *);
 typedef lm_tensor *(*tn_fn)(const lm_tensor *, double);
 
+/* t OP s for a Lua number s. A Lua float next to an integer tensor gives a float result, as
+ * PyTorch does for a Python float (i64 + 2.0 is f32); the engine keeps an integer tensor integer
+ * for a whole number, which is right for Lua integers (i64 + 2 stays i64). */
+static lm_tensor *with_number(lua_State *L, int num_idx, const lm_tensor *t, tn_fn fn)
+{
+    double s = lua_tonumber(L, num_idx);
+    if (lua_isinteger(L, num_idx) || lm_dtype_is_float(t->dtype)) return fn(t, s);
+    lm_tensor *f = lm_to_dtype(t, LM_F32);
+    lm_tensor *r = f ? fn(f, s) : NULL;
+    lm_release(f);
+    return r;
+}
+
 /* a OP b with tensors, or a number on either side: tn computes tensor OP number, nt computes
  * number OP tensor (rsub for sub, gt for lt, ...). */
 static int binary_op(lua_State *L, tt_fn tt, tn_fn tn, tn_fn nt)
@@ -32,14 +45,12 @@ static int binary_op(lua_State *L, tt_fn tt, tn_fn tn, tn_fn nt)
         lb_setbox(L, box, tt(a, b));
     } else if (a) {
         if (!is_number(L, 2)) luaL_typeerror(L, 2, "tensor or number");
-        double s = lua_tonumber(L, 2);
         box = lb_newbox(L);
-        lb_setbox(L, box, tn(a, s));
+        lb_setbox(L, box, with_number(L, 2, a, tn));
     } else if (b) {
         if (!is_number(L, 1)) luaL_typeerror(L, 1, "tensor or number");
-        double s = lua_tonumber(L, 1);
         box = lb_newbox(L);
-        lb_setbox(L, box, nt(b, s));
+        lb_setbox(L, box, with_number(L, 1, b, nt));
     } else {
         luaL_typeerror(L, is_number(L, 1) ? 2 : 1, is_number(L, 1) ? "tensor" : "tensor or number");
     }
@@ -60,9 +71,15 @@ static int add_sub(lua_State *L, bool sub)
     lm_tensor *a = lb_check(L, 1), *b = lb_tensor_at(L, 2);
     double s = sub ? -alpha : alpha;
     if (!b) {
-        double n = lb_check_num(L, 2);
+        lb_check_num(L, 2);
+        lua_pushnumber(L, lua_tonumber(L, 2) * s); /* keeps the float-ness of alpha * n */
+        if (lua_isinteger(L, 2) && s == (double)(lua_Integer)s) {
+            lua_pop(L, 1);
+            lua_pushinteger(L, lua_tointeger(L, 2) * (lua_Integer)s);
+        }
+        lua_replace(L, 2);
         lb_box *box = lb_newbox(L);
-        lb_setbox(L, box, lm_add_scalar(a, s * n));
+        lb_setbox(L, box, with_number(L, 2, a, lm_add_scalar));
         return 1;
     }
     lb_box *box = lb_newbox(L);

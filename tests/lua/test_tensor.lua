@@ -103,6 +103,11 @@ T.close(v ^ 2, lm.tensor{1.0, 4.0, 16.0}, 0, "t ^ n")
 T.close(-v * v, lm.tensor{-1.0, -4.0, -16.0}, 0, "-t * t")
 T.ok(v:lt(2):eq(lm.tensor{1, 0, 0}):all(), "comparisons are methods returning u8")
 T.ok(v == v and v ~= lm.tensor{1.0, 2.0, 4.0}, "== stays identity")
+local iv = lm.tensor{1, 2}
+T.is((iv + 2).dtype, "i64", "i64 tensor + Lua integer stays i64")
+T.is((iv + 2.0).dtype, "f32", "i64 tensor + Lua float gives f32 (as a Python float in PyTorch)")
+T.close(2.5 * iv, lm.tensor{2.5, 5.0}, 0, "Lua float * i64 tensor")
+T.is((iv / 2).dtype, "f32", "division is true division")
 
 -- gradients through the metatable ------------------------------------------------------------------
 local w = lm.randn(3, 4, {requires_grad = true})
