@@ -766,4 +766,38 @@ else
   os.execute("rm -rf '" .. dir .. "'")
 end
 
+-- ---- loss modules -------------------------------------------------------------------------
+do
+  lm.manual_seed(21)
+  local logits, labels = lm.randn(6, 4), lm.tensor{0, 3, 1, 2, 3, 0}
+  local cw = lm.tensor{1.0, 2.0, 0.5, 1.5}
+  T.close(nn.CrossEntropyLoss{label_smoothing = 0.1}(logits, labels),
+    lm.cross_entropy(logits, labels, {label_smoothing = 0.1}), 0, "CrossEntropyLoss = cross_entropy")
+  local weighted = nn.CrossEntropyLoss(cw)
+  T.close(weighted(logits, labels), lm.cross_entropy(logits, labels, {weight = cw}), 0,
+    "CrossEntropyLoss(weight) positional")
+  local sd, keys = weighted:state_dict()
+  T.ok(#keys == 1 and keys[1] == "weight" and sd.weight ~= nil, "a class weight is a buffer in state_dict")
+  T.close(nn.NLLLoss{reduction = "sum"}(lm.log_softmax(logits, 1), labels),
+    lm.nll_loss(lm.log_softmax(logits, 1), labels, {reduction = "sum"}), 0, "NLLLoss")
+  local a, b = lm.randn(5, 3), lm.randn(5, 3)
+  T.close(nn.MSELoss()(a, b), lm.mse_loss(a, b), 0, "MSELoss")
+  T.close(nn.L1Loss("none")(a, b), lm.l1_loss(a, b, {reduction = "none"}), 0, "L1Loss('none')")
+  T.close(nn.SmoothL1Loss{beta = 0.5}(a, b), lm.smooth_l1_loss(a, b, {beta = 0.5}), 0, "SmoothL1Loss")
+  local p, t = lm.rand(5, 3), lm.rand(5, 3):gt(0.5):float()
+  T.close(nn.BCELoss()(p, t), lm.binary_cross_entropy(p, t), 0, "BCELoss")
+  local pw = lm.tensor{1.0, 2.0, 3.0}
+  T.close(nn.BCEWithLogitsLoss{pos_weight = pw}(a, t),
+    lm.binary_cross_entropy_with_logits(a, t, {pos_weight = pw}), 0, "BCEWithLogitsLoss(pos_weight)")
+  T.is(tostring(nn.MSELoss("sum")), "MSELoss(reduction='sum')", "loss repr as PyTorch's")
+  T.errors(function() nn.MSELoss("avg") end, 'reduction must be "mean", "sum" or "none"',
+    "a bad reduction is refused")
+  T.errors(function() nn.MSELoss()(a, 3) end, "target", "a non-tensor target is refused")
+  T.ok(nn.utils.clip_grad_norm_ == lm.optim.clip_grad_norm_, "nn.utils.clip_grad_norm_ as torch.nn.utils")
+  local net = nn.Sequential {nn.Linear(3, 4)}
+  local h = net:fit(lm.data.TensorDataset(lm.randn(32, 3), lm.randint(0, 4, {32})),
+    {epochs = 1, batch_size = 8, optimizer = "sgd", lr = 0.1, loss = nn.CrossEntropyLoss(), verbose = false})
+  T.ok(#h.loss == 1, "fit takes a loss module")
+end
+
 T.done()

@@ -1,6 +1,7 @@
 -- lumen.nn: the nn table, PyTorch's torch.nn in Lua. Every module class (Module and the
--- containers from lumen.nn.module, the layers, activations and transformer blocks),
--- nn.functional (lumen.nn.functional) and nn.init (lumen.nn.initializers).
+-- containers from lumen.nn.module, the layers, activations, transformer blocks and losses),
+-- nn.functional (lumen.nn.functional), nn.init (lumen.nn.initializers) and nn.utils
+-- (clip_grad_norm_ and clip_grad_value_, also in optim).
 --   local nn = require("lumen").nn
 --   local model = nn.Sequential { nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10) }
 --   local loss = nn.functional.cross_entropy(model(x), y)
@@ -19,6 +20,7 @@ for _, part in ipairs({
   require "lumen.nn.layers",
   require "lumen.nn.activation",
   (require "lumen.nn.transformer"),
+  (require "lumen.nn.loss"),
 }) do
   for name, cls in pairs(part) do nn[name] = cls end
 end
@@ -34,6 +36,13 @@ function nn.Parameter(t, requires_grad)
   p.requires_grad = requires_grad ~= false
   return p
 end
+
+-- nn.utils, where PyTorch keeps gradient clipping (torch.nn.utils.clip_grad_norm_).
+nn.utils = setmetatable({}, {__index = function(t, k)
+  local clip = require "lumen.optim.clip"
+  t.clip_grad_norm_, t.clip_grad_value_ = clip.clip_grad_norm_, clip.clip_grad_value_
+  return rawget(t, k)
+end})
 
 -- True when v is a module (an instance of nn.Module or of a subclass).
 nn.is_module = mod.is_module
