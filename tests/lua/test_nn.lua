@@ -800,4 +800,26 @@ do
   T.ok(#h.loss == 1, "fit takes a loss module")
 end
 
+-- ---- dtype conversion ------------------------------------------------------------------------
+do
+  local m = nn.Sequential {nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 4, {bias = false})}
+  m[3].weight = nil
+  m[3]:register_parameter("weight", m[2].weight:view(4, 1):expand(4, 4):contiguous():detach():requires_grad_())
+  m:double()
+  T.ok(m[1].weight.dtype == "f64" and m[1].weight.requires_grad and m[1].weight.is_leaf,
+    "double(): parameters become f64 leaves requiring grad")
+  T.ok(m[2].running_mean.dtype == "f64" and m[2].num_batches_tracked.dtype == "i64",
+    "double(): float buffers convert, integer buffers keep their dtype")
+  local y = m(lm.randn(5, 3, {dtype = "f64"})):sum()
+  y:backward()
+  T.is(m[1].weight.grad.dtype, "f64", "double(): gradients in f64")
+  local tied = nn.Sequential {nn.Linear(2, 2, {bias = false}), nn.Linear(2, 2, {bias = false})}
+  tied[2].weight = nil
+  tied[2]:register_parameter("weight", tied[1].weight)
+  tied:double()
+  T.ok(rawequal(tied[1].weight, tied[2].weight) and #tied:parameters() == 1, "double(): a shared parameter stays shared")
+  T.is(tied:float()[1].weight.dtype, "f32", "float() converts back and returns the module")
+  T.errors(function() m:to("i64") end, 'dtype must be "f32" or "f64"', "to(): integer dtypes are refused")
+end
+
 T.done()

@@ -336,6 +336,40 @@ function Module:requires_grad_(flag)
   return self
 end
 
+-- to(dtype) converts floating-point parameters and buffers to "f32" or "f64" (also double() and
+-- float()), as PyTorch's module.to(dtype); integer buffers (num_batches_tracked) keep theirs and
+-- a shared tensor stays shared. Parameters become new leaf tensors (PyTorch swaps param.data
+-- in place), so create the optimizer after converting. Returns the module.
+function Module:to(dtype)
+  local who = class.name(self) .. ":to"
+  if dtype ~= "f32" and dtype ~= "f64" then
+    error(who .. ': dtype must be "f32" or "f64", got ' .. show(dtype), 2)
+  end
+  local done = {}
+  local function convert(t)
+    if done[t] then return done[t] end
+    local c = t
+    if (t.dtype == "f32" or t.dtype == "f64") and t.dtype ~= dtype then
+      c = t:detach():to(dtype)
+      if t.requires_grad then c.requires_grad = true end
+    end
+    done[t] = c
+    return c
+  end
+  for _, m in ipairs(self:modules()) do
+    local params, buffers = regs(m, who, 2)
+    for _, reg in ipairs({params, buffers}) do
+      for _, k in ipairs(reg.keys) do
+        if reg.vals[k] ~= nil then reg.vals[k] = convert(reg.vals[k]) end
+      end
+    end
+  end
+  return self
+end
+
+function Module:double() return self:to("f64") end
+function Module:float() return self:to("f32") end
+
 -- fn(module) on every child (recursively) first, then on self, as PyTorch.
 function Module:apply(fn)
   if type(fn) ~= "function" then
