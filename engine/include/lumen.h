@@ -70,6 +70,8 @@ typedef struct lm_storage {
     lm_device device;
     int refcount;
     uint32_t version;  /* bumped by every in-place write; autograd checks saved tensors with it */
+    bool host_counted; /* for a host language's collector (the Lua binding sets it once it has
+                          counted these bytes); the engine only initialises it to false */
 } lm_storage;
 
 struct lm_node;

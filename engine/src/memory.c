@@ -155,6 +155,7 @@ lm_storage *lm__storage_new(size_t nbytes, lm_device dev)
     s->device = dev;
     s->refcount = 1;
     s->version = 0;
+    s->host_counted = false;
     return s;
 }
 

@@ -49,9 +49,14 @@ void lb_setbox(lua_State *L, lb_box *box, lm_tensor *t)
 {
     if (!t) lb_fail(L);
     box->t = t;
-    /* Only fresh memory paces the collector: a view shares a storage that was counted when it
-     * was made (counting views too made every t[i] or p.grad look like an allocation). */
-    if (t->storage->refcount == 1) count_fresh(L, lm_nbytes(t));
+    /* Each storage is counted once, when a box first holds it: a view shares a storage that
+     * was counted when it was made (counting views too made every t[i] look like an
+     * allocation), and an op that saves its output for backward (relu) shares it with the
+     * graph, so its refcount says nothing about freshness. */
+    if (!t->storage->host_counted) {
+        t->storage->host_counted = true;
+        count_fresh(L, t->storage->nbytes);
+    }
 }
 
 void lb_push(lua_State *L, lm_tensor *t)

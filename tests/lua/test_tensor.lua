@@ -158,6 +158,15 @@ end
 T.diag(string.format("peak RSS over %d temporary 1 MiB tensors: %.0f MB", rounds, peak))
 T.ok(peak > 0 and peak < 200, rounds .. " temporary 1 MiB tensors stay under 200 MB resident")
 
+-- Ops that save their output for backward (relu, tanh) share its storage with the graph: the
+-- collector must still count it.
+local leaf = lm.randn(256, 256, {requires_grad = true})
+local before = rss_mb() or 0
+for _ = 1, 600 do local r1, r2 = lm.relu(leaf), lm.tanh(leaf) end
+local grown = (rss_mb() or 0) - before
+T.diag(string.format("RSS growth over 600 relu+tanh of a [256,256] leaf: %.0f MB", grown))
+T.ok(grown < 50, "outputs saved for backward are counted for the collector too")
+
 -- misc ------------------------------------------------------------------------------------------
 T.ok(type(lm.isatty(1)) == "boolean", "isatty")
 local p1, p2 = lm.randperm(10, {seed = 3}), lm.randperm(10, {seed = 3})
