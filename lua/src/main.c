@@ -9,13 +9,16 @@
  *
  * `lm` is preloaded as a global (require "lumen" works too). Errors print the message and a
  * traceback to stderr and exit with status 1. Ctrl-C while Lua runs raises an error in the
- * running code, as lua.c does (a signal handler that arms a count hook).
+ * running code, as lua.c does (a signal handler that arms a count hook); the OpenMP workers are
+ * started with SIGINT blocked so the signal always reaches the thread running Lua.
  *
  * The Lua libraries (lua/lumen/) are found, in order: in $LUMEN_LUA_DIR; next to the
  * executable once installed (<prefix>/bin/lumen -> <prefix>/share/lua/5.4); in the source tree
  * the build was configured from (running from the build directory). */
 #include <errno.h>
 #include <limits.h>
+#include <omp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -315,9 +318,26 @@ static int pmain(lua_State *L)
     return 0;
 }
 
+/* Starts the OpenMP worker threads (which OpenBLAS shares) with SIGINT blocked, so they inherit
+ * a mask without it and Ctrl-C always lands on the thread running Lua (NOTES.md). libgomp
+ * creates its workers at the first parallel region and keeps them. */
+static void start_workers_without_sigint(void)
+{
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &set, &old) != 0) return;
+#pragma omp parallel num_threads(omp_get_num_procs())
+    {
+        (void)0;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argv[0] && argv[0][0]) progname = "lumen";
+    start_workers_without_sigint();
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", progname);

@@ -78,5 +78,17 @@ local syntax = write("syntax.lua", "x = = 1\n")
 out, err, code = run(q(exe) .. " " .. q(syntax))
 T.ok(code ~= 0 and err:find("syntax.lua:1", 1, true), "a syntax error names file and line")
 
+-- Ctrl-C: the script sends SIGINT to its own process (through a child, as a terminal would),
+-- then computes until the signal's hook stops it with an error.
+local sigint = write("sigint.lua", [[
+local pid = io.open("/proc/self/stat"):read("n")
+local x = lm.randn(256, 256)
+io.popen("kill -INT " .. pid):close()
+while true do x = (x:matmul(x)):tanh() end
+]])
+out, err, code = run(q(exe) .. " " .. q(sigint))
+T.ok(code == 1 and err:find("interrupted!", 1, true) and err:find("sigint.lua:[34]:") ~= nil,
+     "SIGINT during a computation raises 'interrupted!' at the running line, exit status 1")
+
 os.execute("rm -rf '" .. tmpdir .. "'")
 T.done()
