@@ -5,6 +5,7 @@
  * views), so graphs have no reference cycles and die with the last tensor that uses them. */
 #include "autograd.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,27 +24,69 @@ bool lm_grad_enabled(void) { return grad_enabled; }
 
 /* ---- scopes ----------------------------------------------------------------------------- */
 
-/* Module paths are few and long-lived: intern them so nodes hold a pointer, not a copy. The
- * table lives for the process. */
-#define SCOPE_TABLE 1024
-static char *scope_table[SCOPE_TABLE];
+/* Module paths are long-lived: intern them so nodes hold a pointer, not a copy. The interned
+ * strings live for the process (nodes anywhere may point at them, and a scope set once is set
+ * again on every forward), so only the slot array moves when the table grows: addresses handed
+ * out stay valid. An open-addressing table with linear probing, kept at most half full so
+ * probes stay short at any count (a model with thousands of modules sets a scope per module per
+ * forward). The current scope is per thread, the table shared: a mutex serialises interning. */
+typedef struct {
+    uint64_t hash;
+    char *s; /* NULL: an empty slot */
+} scope_slot;
+
+static struct {
+    pthread_mutex_t lock;
+    scope_slot *slots;
+    size_t cap; /* a power of two, or 0 before the first scope */
+    size_t count;
+} scopes = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
 static _Thread_local const char *current_scope = "";
 
+/* The slot holding s, or the empty slot where it belongs; ends because the table is never full. */
+static scope_slot *scope_probe(scope_slot *slots, size_t cap, uint64_t h, const char *s)
+{
+    for (size_t k = h & (cap - 1);; k = (k + 1) & (cap - 1)) {
+        scope_slot *e = &slots[k];
+        if (!e->s || (e->hash == h && strcmp(e->s, s) == 0)) return e;
+    }
+}
+
+/* Doubles the slot array (64 slots at first); false when memory runs out. */
+static bool scope_grow(void)
+{
+    size_t cap = scopes.cap ? scopes.cap * 2 : 64;
+    scope_slot *slots = calloc(cap, sizeof *slots);
+    if (!slots) return false;
+    for (size_t i = 0; i < scopes.cap; i++) {
+        scope_slot *e = &scopes.slots[i];
+        if (e->s) *scope_probe(slots, cap, e->hash, e->s) = *e;
+    }
+    free(scopes.slots);
+    scopes.slots = slots;
+    scopes.cap = cap;
+    return true;
+}
+
+/* The interned copy of s, or NULL when memory runs out. */
 static const char *intern_scope(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (const char *p = s; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    for (unsigned i = 0; i < SCOPE_TABLE; i++) {
-        unsigned k = (unsigned)((h + i) % SCOPE_TABLE);
-        if (!scope_table[k]) {
-            char *copy = strdup(s);
-            if (!copy) return NULL;
-            scope_table[k] = copy;
-            return copy;
+    pthread_mutex_lock(&scopes.lock);
+    scope_slot *e = scopes.cap ? scope_probe(scopes.slots, scopes.cap, h, s) : NULL;
+    if ((!e || !e->s) && (2 * (scopes.count + 1) <= scopes.cap || scope_grow())) {
+        e = scope_probe(scopes.slots, scopes.cap, h, s);
+        e->s = strdup(s);
+        if (e->s) {
+            e->hash = h;
+            scopes.count++;
         }
-        if (strcmp(scope_table[k], s) == 0) return scope_table[k];
     }
-    return NULL; /* full: callers fall back to no scope */
+    const char *found = e ? e->s : NULL;
+    pthread_mutex_unlock(&scopes.lock);
+    return found;
 }
 
 const char *lm_set_scope(const char *scope)
@@ -52,6 +95,7 @@ const char *lm_set_scope(const char *scope)
     if (!scope || !*scope) {
         current_scope = "";
     } else {
+        /* Out of memory: new nodes go unscoped rather than failing the forward pass. */
         const char *s = intern_scope(scope);
         current_scope = s ? s : "";
     }

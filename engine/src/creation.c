@@ -82,8 +82,10 @@ lm_tensor *lm_eye(int64_t n, int64_t m, lm_dtype dt)
         return NULL;
     }
     be->copy->fill(t, 0.0);
-    /* The diagonal as a strided view: element k sits at k * (m + 1). */
+    /* The diagonal as a strided view: element k sits at k * (m + 1). An empty matrix has none
+     * (and m + 1 could overflow). */
     int64_t k = n < m ? n : m;
+    if (k == 0) return t;
     lm_tensor *diag = lm__view_of(t, 1, &k, (const int64_t[]){m + 1}, 0);
     if (!diag) {
         lm_release(t);

@@ -233,13 +233,16 @@ lm_tensor *lm__new(const char *op, int ndim, const int64_t *shape, lm_dtype dt, 
         LM_FAIL(LM_ERR_ARG, "%s: %d dims requested; tensors have 0 to %d", op, ndim, LM_MAX_DIMS);
     if ((unsigned)dt >= LM_DTYPE_COUNT) LM_FAIL(LM_ERR_DTYPE, "%s: unknown dtype %d", op, dt);
     if (ndim > 0 && !shape) LM_FAIL(LM_ERR_ARG, "%s: NULL shape", op);
-    int64_t numel = 1;
+    /* The product of the non-zero sizes bounds the strides, so it must fit even when a zero
+     * size makes the tensor empty ([0, 2^62, 4] would overflow its strides). */
+    int64_t numel = 1, span = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             LM_FAIL(LM_ERR_ARG, "%s: negative size %lld in shape %s", op, (long long)shape[i],
                     lm__shp_raw(ndim, shape).s);
-        if (shape[i] && numel > INT64_MAX / 16 / shape[i])
+        if (shape[i] && span > INT64_MAX / 16 / shape[i])
             LM_FAIL(LM_ERR_MEMORY, "%s: shape %s is too large", op, lm__shp_raw(ndim, shape).s);
+        if (shape[i]) span *= shape[i];
         numel *= shape[i];
     }
     lm_tensor *t = tensor_struct();

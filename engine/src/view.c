@@ -89,6 +89,25 @@ static lm_tensor *track(lm_tensor *out, const lm_tensor *in, const lm_grad_op *o
     return out;
 }
 
+/* Refuses a shape whose sizes multiply past the int64 range once times the element size (sizes
+ * 0, 1 and -1 are skipped: the contiguous strides of a shape multiply its other sizes, so those
+ * must fit even when a 0 makes the element count 0). A view of such a shape would report a
+ * wrapped numel or byte count, and a later copy would allocate the wrong size. */
+static bool shape_fits(const char *op, int ndim, const int64_t *shape, lm_dtype dt)
+{
+    int64_t bytes = (int64_t)lm_dtype_size(dt);
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] > 1 && __builtin_mul_overflow(bytes, shape[i], &bytes)) {
+            lm__error(LM_ERR_SHAPE,
+                      "%s: shape %s of %s is too large: its size in bytes does not fit in 64 "
+                      "bits",
+                      op, lm__shp_raw(ndim, shape).s, lm_dtype_name(dt));
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Resolves one -1 in a requested shape against numel. */
 static bool infer_shape(const char *op, const lm_tensor *t, int ndim, const int64_t *shape,
                         int64_t *out)
@@ -98,7 +117,6 @@ static bool infer_shape(const char *op, const lm_tensor *t, int ndim, const int6
         return false;
     }
     int infer = -1;
-    int64_t known = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] == -1) {
             if (infer >= 0) {
@@ -111,11 +129,14 @@ static bool infer_shape(const char *op, const lm_tensor *t, int ndim, const int6
             lm__error(LM_ERR_ARG, "%s: invalid size %lld in %s", op, (long long)shape[i],
                       lm__shp_raw(ndim, shape).s);
             return false;
-        } else {
-            known *= shape[i];
         }
         out[i] = shape[i];
     }
+    /* Checked first, so the product of the known sizes below cannot overflow. */
+    if (!shape_fits(op, ndim, shape, t->dtype)) return false;
+    int64_t known = 1;
+    for (int i = 0; i < ndim; i++)
+        if (i != infer) known *= shape[i];
     int64_t numel = lm_numel(t);
     if (infer >= 0) {
         if (known == 0 || numel % known != 0) {
@@ -256,8 +277,11 @@ lm_tensor *lm_slice(const lm_tensor *t, int dim, int64_t start, int64_t end, int
     int64_t sh[LM_MAX_DIMS], st[LM_MAX_DIMS];
     memcpy(sh, t->shape, sizeof sh);
     memcpy(st, t->strides, sizeof st);
-    sh[d] = (end - start + step - 1) / step;
-    st[d] = t->strides[d] * step;
+    /* Written so that no step (up to INT64_MAX) overflows: end - start is at most n. */
+    sh[d] = end > start ? (end - start - 1) / step + 1 : 0;
+    /* With two or more elements, (sh[d] - 1) * step < n, so the product stays within the
+     * tensor's own extent; with fewer the stride is never used and step may be huge. */
+    st[d] = sh[d] > 1 ? t->strides[d] * step : t->strides[d];
     return track(lm__view_of(t, t->ndim, sh, st, t->offset + start * t->strides[d]), t, &slice_grad, 3,
                  (const int64_t[]){d, start, step});
 }
@@ -270,7 +294,7 @@ lm_tensor *lm_narrow(const lm_tensor *t, int dim, int64_t start, int64_t length)
     if (d < 0) return NULL;
     int64_t n = t->shape[d];
     if (start < 0) start += n;
-    if (start < 0 || start > n || length < 0 || start + length > n)
+    if (start < 0 || start > n || length < 0 || length > n - start)
         LM_FAIL(LM_ERR_INDEX, "narrow: start %lld and length %lld are out of range for dim %d of size %lld",
                 (long long)start, (long long)length, d, (long long)n);
     return lm_slice(t, d, start, start + length, 1);
@@ -318,6 +342,7 @@ lm_tensor *lm_expand(const lm_tensor *t, int ndim, const int64_t *shape)
             sh[i] = shape[i];
         }
     }
+    if (!shape_fits("expand", ndim, sh, t->dtype)) return NULL;
     return track(lm__expand_to(t, ndim, sh), t, &expand_grad, 0, NULL);
 }
 
@@ -388,8 +413,16 @@ lm_tensor *lm_flatten(const lm_tensor *t, int start_dim, int end_dim)
     int64_t sh[LM_MAX_DIMS];
     int j = 0;
     for (int i = 0; i < s; i++) sh[j++] = t->shape[i];
+    /* An empty tensor may have other sizes whose product overflows: a 0 among the merged dims
+     * makes the merged size 0 whatever the others are; without one, the product must fit. */
     int64_t m = 1;
-    for (int i = s; i <= e; i++) m *= t->shape[i];
+    for (int i = s; i <= e; i++)
+        if (t->shape[i] == 0) m = 0;
+    for (int i = s; m && i <= e; i++)
+        if (__builtin_mul_overflow(m, t->shape[i], &m))
+            LM_FAIL(LM_ERR_SHAPE,
+                    "flatten: dims %d to %d of shape %s hold too many elements to merge into one",
+                    s, e, lm__shp(t).s);
     sh[j++] = m;
     for (int i = e + 1; i < t->ndim; i++) sh[j++] = t->shape[i];
     return lm_reshape(t, j, sh);

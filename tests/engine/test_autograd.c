@@ -6,6 +6,7 @@
 #include "lumen.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,6 +280,60 @@ static void test_graph_export(void)
     lm_release(w);
 }
 
+/* More scopes than a model is likely to have (the table once stopped at 1024): each one
+ * interned, found again, and exported on the node recorded under it. */
+static void test_many_scopes(void)
+{
+    enum { N = 5000 };
+    char name[32], before[32] = "";
+    const char *first = NULL;
+    bool roundtrip = true;
+    lm_tensor *x = iota(LM_SHAPE(2), LM_F32);
+    lm_requires_grad_(x, true);
+    lm_tensor *cur = lm_retain(x);
+    const char *outer = lm_set_scope(NULL);
+    for (int i = 0; i < N && cur; i++) {
+        snprintf(name, sizeof name, "block.%d.mlp", i);
+        roundtrip &= strcmp(lm_set_scope(name), before) == 0 && strcmp(lm_get_scope(), name) == 0;
+        if (i == 0) first = lm_get_scope();
+        memcpy(before, name, sizeof before);
+        lm_tensor *next = lm_view(cur, LM_SHAPE(2));
+        lm_release(cur);
+        cur = next;
+    }
+    ok(cur != NULL, "%d views recorded, one per scope", N);
+    ok(roundtrip, "each of %d scopes reads back through get_scope and set_scope's result", N);
+    lm_set_scope("block.0.mlp");
+    ok(lm_get_scope() == first, "setting an early scope again finds the same interned string");
+    lm_set_scope("block.4999.mlp");
+    const char *last = lm_get_scope();
+    lm_set_scope("block.4999.mlp");
+    ok(lm_get_scope() == last, "and so does setting the latest one");
+    lm_set_scope(outer);
+
+    /* Every view node carries its own scope; leaves have none. */
+    char *json = cur ? lm_graph_export(cur) : NULL;
+    ok(json != NULL, "graph_export of the chain");
+    static bool seen[N];
+    int distinct = 0, other = 0;
+    const char key[] = "\"scope\":\"";
+    for (const char *p = json ? strstr(json, key) : NULL; p; p = strstr(p, key)) {
+        p += sizeof key - 1;
+        int i = -1, len = 0;
+        if (sscanf(p, "block.%d.mlp\"%n", &i, &len) == 1 && len > 0 && i >= 0 && i < N) {
+            distinct += !seen[i];
+            seen[i] = true;
+        } else if (*p != '"') {
+            other++;
+        }
+    }
+    is_int(distinct, N, "the export names all %d scopes", N);
+    is_int(other, 0, "and no other non-empty scope");
+    free(json);
+    lm_release(cur);
+    lm_release(x);
+}
+
 /* ---- finite-difference checks of every view and copy ------------------------------------- */
 
 static lm_tensor *f_view(lm_tensor **x, void *c) { (void)c; return lm_view(x[0], LM_SHAPE(4, 3)); }
@@ -369,6 +424,7 @@ int main(void)
     test_view_gradients();
     test_deep_graph();
     test_graph_export();
+    test_many_scopes();
     test_gradchecks();
     return done();
 }

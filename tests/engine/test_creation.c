@@ -215,9 +215,24 @@ static void test_eye(void)
     lm_clear_error();
 }
 
+/* Empty tensors whose other sizes are huge: their strides must not overflow. */
+static void test_empty_extremes(void)
+{
+    lm_tensor *t = lm_empty(3, (const int64_t[]){0, (int64_t)1 << 62, 4}, LM_F32);
+    ok(t == NULL, "empty [0,2^62,4] is refused (its strides would overflow)");
+    has_str(lm_last_error(), "too large", "... with a message saying the shape is too large");
+    ok(lm_eye(0, INT64_MAX, LM_F32) == NULL, "eye(0, INT64_MAX) is refused cleanly");
+    has_str(lm_last_error(), "too large", "... as too large");
+    lm_tensor *e = lm_eye(0, (int64_t)1 << 40, LM_F32);
+    ok(e != NULL && lm_numel(e) == 0, "eye(0, 2^40) is an empty matrix");
+    lm_release(e);
+    lm_clear_error();
+}
+
 int main(void)
 {
     plan_auto();
+    test_empty_extremes();
     test_arange();
     test_arange_errors();
     test_linspace();

@@ -1,8 +1,10 @@
 /* test_view.c — views share storage and address the right elements: checked against index
- * arithmetic written here, on contiguous and non-contiguous bases. */
+ * arithmetic written here, on contiguous and non-contiguous bases; sizes, steps and lengths at
+ * the edge of int64 give clear errors or correct views, never wrapped arithmetic. */
 #include "lumen.h"
 #include "tap.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* base: 0..n-1 as f32 in shape [2,3,4]. */
@@ -180,6 +182,112 @@ static void test_expand_squeeze(void)
     lm_release(a);
 }
 
+/* Sizes, steps and lengths near INT64_MAX (reachable from Lua as math.maxinteger): no wrapped
+ * size may become a negative shape, an empty view or a numel that lies. */
+static void test_int64_edges(void)
+{
+    lm_tensor *z = lm_zeros(LM_SHAPE(3), LM_F32);
+    lm_tensor *s = lm_slice(z, 0, 0, 3, INT64_MAX);
+    ok(s && s->ndim == 1 && s->shape[0] == 1 && s->offset == 0,
+       "slice(0, 0, 3, INT64_MAX) of [3] is the first element");
+    lm_release(s);
+    lm_tensor *a = iota(LM_SHAPE(2, 3));
+    s = lm_slice(a, 1, 1, INT64_MAX, INT64_MAX);
+    ok(s && s->shape[0] == 2 && s->shape[1] == 1 && s->strides[1] == 1 &&
+       at(s, (int64_t[]){1, 0}) == 4, "slice(1, 1, INT64_MAX, INT64_MAX) of [2,3] is column 1");
+    lm_release(s);
+    s = lm_slice(a, 0, 0, 2, INT64_MAX - 1);
+    ok(s && s->shape[0] == 1 && s->strides[0] == 3 && at(s, (int64_t[]){0, 2}) == 2,
+       "a huge step on a dim of stride 3 keeps the stride (one element)");
+    lm_release(s);
+    s = lm_slice(a, 1, INT64_MIN, INT64_MAX, 2);
+    ok(s && s->shape[1] == 2 && s->strides[1] == 2 && at(s, (int64_t[]){1, 1}) == 5,
+       "slice(1, INT64_MIN, INT64_MAX, 2) clamps to 0:3:2");
+    lm_release(s);
+    s = lm_slice(a, 1, INT64_MAX, INT64_MAX, INT64_MAX);
+    ok(s && s->shape[1] == 0, "start at INT64_MAX gives an empty slice");
+    lm_release(s);
+    s = lm_slice(a, 1, 2, 3, 2);
+    ok(s && s->shape[1] == 1 && at(s, (int64_t[]){1, 0}) == 5, "slice(1, 2, 3, 2): size 1");
+    lm_release(s);
+    s = lm_slice(a, 1, 0, 3, 3);
+    ok(s && s->shape[1] == 1, "slice(1, 0, 3, 3): size 1");
+    lm_release(s);
+    s = lm_slice(a, 1, 0, 3, 2);
+    ok(s && s->shape[1] == 2, "slice(1, 0, 3, 2): size 2 (ceil)");
+    lm_release(s);
+
+    /* The gradient of a huge-step slice goes back through a slice with the same step. */
+    lm_tensor *x = iota(LM_SHAPE(3));
+    lm_requires_grad_(x, true);
+    s = lm_slice(x, 0, 1, 3, INT64_MAX);
+    lm_tensor *seed = lm_ones(LM_SHAPE(1), LM_F32);
+    ok(s && lm_backward(s, seed, false) == LM_OK && at(x->grad, (int64_t[]){0}) == 0 &&
+       at(x->grad, (int64_t[]){1}) == 1 && at(x->grad, (int64_t[]){2}) == 0,
+       "backward through slice(0, 1, 3, INT64_MAX)");
+    lm_release(seed);
+    lm_release(s);
+    lm_release(x);
+
+    ok(lm_narrow(z, 0, 2, INT64_MAX - 1) == NULL, "narrow(0, 2, INT64_MAX - 1) of [3] fails");
+    has_str(lm_last_error(),
+            "narrow: start 2 and length 9223372036854775806 are out of range for dim 0 of size 3",
+            "message names start, length and size");
+    ok(lm_narrow(z, 0, -1, INT64_MAX) == NULL, "narrow(0, -1, INT64_MAX) fails");
+    has_str(lm_last_error(), "length 9223372036854775807 are out of range", "message");
+    s = lm_narrow(z, 0, 3, 0);
+    ok(s && s->shape[0] == 0, "narrow(0, 3, 0) is empty");
+    lm_release(s);
+
+    lm_tensor *z4 = lm_zeros(LM_SHAPE(4), LM_F32);
+    ok(lm_expand(z4, LM_SHAPE((int64_t)1 << 62, 4)) == NULL, "expand [4] to [2^62,4] fails");
+    has_str(lm_last_error(),
+            "expand: shape [4611686018427387904,4] of f32 is too large: its size in bytes does not "
+            "fit in 64 bits",
+            "message names the shape");
+    ok(lm_expand(z4, LM_SHAPE(INT64_MAX, INT64_MAX, 4)) == NULL, "expand to [max,max,4] fails");
+    has_str(lm_last_error(), "expand: shape [9223372036854775807,9223372036854775807,4]", "message");
+    ok(lm_expand(z4, LM_SHAPE(0, (int64_t)1 << 62, 4)) == NULL,
+       "expand to [0,2^62,4] fails: no element, but its strides would overflow");
+    lm_tensor *big = lm_expand(z4, LM_SHAPE((int64_t)1 << 40, 4));
+    ok(big && lm_numel(big) == (int64_t)1 << 42 && big->strides[0] == 0,
+       "expand [4] to [2^40,4] (2^44 bytes) is a fine view");
+    lm_tensor *split = lm_view(big, LM_SHAPE((int64_t)1 << 40, 2, -1));
+    ok(split && split->shape[2] == 2 && lm_numel(split) == (int64_t)1 << 42,
+       "and a view of it as [2^40,2,-1] infers 2");
+    lm_release(split);
+    lm_release(big);
+
+    /* (2^62 + 1) * 4 wraps to 4: the element count must not be compared after wrapping. */
+    ok(lm_reshape(z4, LM_SHAPE(((int64_t)1 << 62) + 1, 4)) == NULL, "reshape [4] to [2^62+1,4] fails");
+    has_str(lm_last_error(), "reshape: shape [4611686018427387905,4] of f32 is too large", "message");
+    ok(lm_view(z4, LM_SHAPE(((int64_t)1 << 62) + 1, 4)) == NULL, "view [4] to [2^62+1,4] fails");
+    has_str(lm_last_error(), "view: shape [4611686018427387905,4] of f32 is too large", "message");
+    ok(lm_reshape(z4, LM_SHAPE((int64_t)1 << 62, 4, -1)) == NULL, "reshape to [2^62,4,-1] fails");
+    has_str(lm_last_error(), "reshape: shape [4611686018427387904,4,-1] of f32 is too large", "message");
+    lm_tensor *e = lm_zeros(LM_SHAPE(0), LM_F64);
+    ok(lm_reshape(e, LM_SHAPE(0, (int64_t)1 << 61, 4)) == NULL,
+       "reshape of an empty f64 tensor to [0,2^61,4] fails");
+    has_str(lm_last_error(), "shape [0,2305843009213693952,4] of f64 is too large", "message");
+    lm_tensor *ev = lm_reshape(e, LM_SHAPE(0, (int64_t)1 << 40, 4));
+    ok(ev && lm_numel(ev) == 0 && ev->strides[0] == (int64_t)1 << 42,
+       "reshape of an empty tensor to [0,2^40,4] has C strides");
+    lm_release(ev);
+    lm_release(e);
+
+    ok(lm_empty(LM_SHAPE((int64_t)1 << 62, 4), LM_F32) == NULL, "empty [2^62,4] fails");
+    has_str(lm_last_error(), "empty: shape [4611686018427387904,4] is too large", "message");
+    ok(lm_empty(LM_SHAPE(INT64_MAX, INT64_MAX), LM_U8) == NULL, "empty [max,max] fails");
+    has_str(lm_last_error(), "empty: shape [9223372036854775807,9223372036854775807] is too large",
+            "message");
+    ok(lm_zeros(LM_SHAPE((int64_t)1 << 32, (int64_t)1 << 32), LM_F32) == NULL,
+       "zeros [2^32,2^32] fails");
+    has_str(lm_last_error(), "is too large", "message");
+    lm_release(z4);
+    lm_release(a);
+    lm_release(z);
+}
+
 int main(void)
 {
     plan_auto();
@@ -187,5 +295,6 @@ int main(void)
     test_view_reshape();
     test_slice_select();
     test_expand_squeeze();
+    test_int64_edges();
     return done();
 }
