@@ -21,12 +21,8 @@ local class = require "lumen.class"
 
 local M = {}
 
-local function shape_str(t)
-  return "[" .. table.concat(t.shape, ",") .. "]"
-end
-
-local is_tensor = lm.is_tensor
-local raise = require("lumen.data.dataset").raise
+local util = require "lumen.util"
+local is_tensor, raise, shape_str = util.is_tensor, util.raise, util.shape_str
 
 local function check_pair(name, out, y)
   if not is_tensor(out) then raise(name .. ": outputs must be a tensor, got " .. type(out)) end

@@ -33,17 +33,8 @@ local VERSION = "1"
 
 -- ---- small helpers ---------------------------------------------------------------------------
 
-local function is_tensor(v)
-  if type(v) ~= "userdata" then return false end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__name == "lumen.Tensor"
-end
-
-local function describe(v)
-  if is_tensor(v) then return "a tensor" end
-  if v == nil then return "nil" end
-  return "a " .. type(v)
-end
+local util = require "lumen.util"
+local is_tensor, show = util.is_tensor, util.show
 
 -- A model is anything with state_dict and load_state_dict (an nn.Module, or a user's object
 -- following the protocol).
@@ -54,7 +45,7 @@ end
 
 local function check_path(fname, path)
   if type(path) ~= "string" or path == "" then
-    error(string.format("%s: path must be a non-empty string, got %s", fname, describe(path)), 3)
+    error(string.format("%s: path must be a non-empty string, got %s", fname, show(path)), 3)
   end
 end
 
@@ -124,8 +115,8 @@ local function encode_table(t, path, seen)
     elseif type(k) == "string" then
       keys[#keys + 1] = {k, k}
     else
-      error(string.format("cannot store %s: key %s is %s (keys must be strings or integers)", path,
-        tostring(k), describe(k)), 0)
+      error(string.format("cannot store %s: keys must be strings or integers, got %s", path,
+        show(k)), 0)
     end
   end
   table.sort(keys, function(a, b) return a[1] < b[1] end)
@@ -143,7 +134,7 @@ function encode_value(v, path, seen)
   if tv == "boolean" then return v and "true" or "false" end
   if tv == "table" and getmetatable(v) == nil then return encode_table(v, path, seen) end
   error(string.format("cannot store %s: it is %s (metadata holds numbers, strings, booleans and "
-    .. "plain tables of them)", path, describe(v)), 0)
+    .. "plain tables of them)", path, show(v)), 0)
 end
 
 -- Lua data (numbers, strings, booleans, plain tables) -> JSON text. `what` names the value in
@@ -256,18 +247,16 @@ end
 function M.save(obj, path, opts)
   local fname = "lm.save"
   check_path(fname, path)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(fname .. ": options must be a table like {metadata = {...}}, got " .. describe(opts), 2)
-  end
+  opts = util.check_options(fname, opts, {"metadata"}, 2)
   local meta = {format = "pt"}
-  if opts and opts.metadata ~= nil then
+  if opts.metadata ~= nil then
     if type(opts.metadata) ~= "table" then
-      error(fname .. ": metadata must be a table of strings, got " .. describe(opts.metadata), 2)
+      error(fname .. ": metadata must be a table of strings, got " .. show(opts.metadata), 2)
     end
     for k, v in pairs(opts.metadata) do
       if type(k) ~= "string" or type(v) ~= "string" then
         error(string.format("%s: metadata entries must be string = string (safetensors stores "
-          .. "strings only), got %s = %s", fname, tostring(k), describe(v)), 2)
+          .. "strings only), got %s = %s", fname, tostring(k), show(v)), 2)
       end
       meta[k] = v
     end
@@ -284,7 +273,7 @@ function M.save(obj, path, opts)
       sd = obj
     else
       error(string.format("%s: expected a model, a table of name -> tensor or a tensor, got %s",
-        fname, describe(obj)), 2)
+        fname, show(obj)), 2)
     end
     -- A shared (tied) tensor is stored once (DESIGN.md); its other names are listed in the
     -- metadata entry "lumen.shared" (JSON: alias -> stored name) and restored by lm.load.
@@ -293,7 +282,7 @@ function M.save(obj, path, opts)
       local t = sd[name]
       if type(name) ~= "string" or not is_tensor(t) then
         error(string.format("%s: entry %s is %s; a state dict maps names (strings) to tensors",
-          fname, tostring(name), describe(t)), 2)
+          fname, tostring(name), show(t)), 2)
       end
       if first_name[t] then
         shared[name] = first_name[t]
@@ -340,12 +329,12 @@ function M.load(obj, path)
   end
   if type(obj) ~= "table" then
     error(string.format("%s: expected a model, a table of tensors, a tensor or nil, got %s",
-      fname, describe(obj)), 2)
+      fname, show(obj)), 2)
   end
   for name, t in pairs(obj) do
     if not is_tensor(t) then
       error(string.format("%s: entry %s of the table is %s, not a tensor", fname, tostring(name),
-        describe(t)), 2)
+        show(t)), 2)
     end
     if sd[name] == nil then
       error(string.format("%s: %s has no tensor named '%s'", fname, path, tostring(name)), 2)
@@ -386,7 +375,7 @@ function checkpoint.save(path, state)
   check_path(fname, path)
   if type(state) ~= "table" then
     error(fname .. ": expected a table {model =, optimizer =, scheduler =, ...}, got "
-      .. describe(state), 2)
+      .. show(state), 2)
   end
   local names, tensors = {}, {}
   local meta = {format = FORMAT, version = VERSION}
@@ -396,7 +385,7 @@ function checkpoint.save(path, state)
   if state.model ~= nil then
     if not is_model(state.model) then
       error(fname .. ": model must have state_dict and load_state_dict, got "
-        .. describe(state.model), 2)
+        .. show(state.model), 2)
     end
     local sd, order = state.model:state_dict()
     for _, name in ipairs(ordered_names(sd, order)) do add("model." .. name, sd[name]) end
@@ -404,7 +393,7 @@ function checkpoint.save(path, state)
   if state.optimizer ~= nil then
     local opt = state.optimizer
     if type(opt) ~= "table" or type(opt.state_dict) ~= "function" then
-      error(fname .. ": optimizer must be an optimizer, got " .. describe(opt), 2)
+      error(fname .. ": optimizer must be an optimizer, got " .. show(opt), 2)
     end
     local sd = opt:state_dict()
     local scalars, others = {}, {}
@@ -434,7 +423,7 @@ function checkpoint.save(path, state)
   if state.scheduler ~= nil then
     local s = state.scheduler
     if type(s) ~= "table" or type(s.state_dict) ~= "function" then
-      error(fname .. ": scheduler must be a scheduler, got " .. describe(s), 2)
+      error(fname .. ": scheduler must be a scheduler, got " .. show(s), 2)
     end
     meta.scheduler = with_path(fname, path, M.encode,
       {class = class.name(s), state = s:state_dict()}, "scheduler")
@@ -468,7 +457,7 @@ function checkpoint.load(path, targets)
   check_path(fname, path)
   if targets ~= nil and type(targets) ~= "table" then
     error(fname .. ": expected a table {model =, optimizer =, scheduler =}, got "
-      .. describe(targets), 2)
+      .. show(targets), 2)
   end
   targets = targets or {}
   local names, tensors, meta = with_path(fname, path, lm.safetensors_load, path)
@@ -495,7 +484,7 @@ function checkpoint.load(path, targets)
   local model = targets.model
   if model ~= nil then
     if not is_model(model) then
-      error(fname .. ": model must have state_dict and load_state_dict, got " .. describe(model), 2)
+      error(fname .. ": model must have state_dict and load_state_dict, got " .. show(model), 2)
     end
     if not seen_model then error(string.format("%s: %s holds no model", fname, path), 2) end
     with_path(fname, path, model.load_state_dict, model, model_sd)

@@ -14,8 +14,12 @@
 -- Options (defaults): epochs (1), batch_size (32), shuffle (true), seed (nil: shuffling draws from
 -- the engine's generator), optimizer (an optim object, or "adam" | "adamw" | "sgd" | "rmsprop"
 -- made with lr = opts.lr), loss ("cross_entropy" | "nll" | "mse" | "l1" | "smooth_l1" | "bce" |
--- "bce_with_logits" or function(out, y) -> scalar tensor), metrics (see lumen.metrics:
--- "accuracy", "top5", {"top_k", k = 5}, "auc", "mse", "mae", objects), validation (a dataset,
+-- "bce_with_logits", the nn loss module of one of them such as nn.BCELoss{weight = w}, or
+-- function(out, y) -> scalar tensor), metrics (see lumen.metrics: "accuracy", "top5",
+-- {"top_k", k = 5}, "auc", "mse", "mae", objects), from_logits (whether binary outputs are
+-- logits, which accuracy thresholds at 0, or probabilities, thresholded at 0.5, as Keras' flag:
+-- false with "bce" or nn.BCELoss, true otherwise; give false for a user loss taking
+-- probabilities), validation (a dataset,
 -- a DataLoader or {x, y} tensors; alias validation_data) or validation_split (a fraction: the
 -- LAST samples, before shuffling, as Keras), callbacks, verbose (true: a progress bar on a
 -- terminal, plain lines otherwise; 2: plain lines; false: silent), initial_epoch (0; epochs
@@ -35,9 +39,10 @@
 -- 1 (initial_epoch + 1 first); logs are the epoch's values by history name. Setting
 -- model.stop_training = true ends training after the current batch.
 --
--- Targets: for "mse", "l1", "smooth_l1", "bce" and "bce_with_logits", targets are converted to
--- the output's dtype and reshaped to its shape when the sizes match ([N] labels for [N,1] outputs);
--- for "cross_entropy"/"nll", u8 labels become i64.
+-- Targets: for "mse", "l1", "smooth_l1", "bce" and "bce_with_logits" (names or modules), targets
+-- are converted to the output's dtype and reshaped to its shape when the sizes match ([N] labels
+-- for [N,1] outputs); for "cross_entropy"/"nll", u8 labels become i64. A user function gets the
+-- targets as the loader gives them.
 --
 -- Logging (opts.log): "loss/train" after every batch at step = the global batch count (which
 -- starts at initial_epoch * #loader, so a resumed run continues the axis); after each epoch, at
@@ -48,20 +53,14 @@ local data = require "lumen.data"
 local dataset = require "lumen.data.dataset"
 local metrics = require "lumen.metrics"
 local Module = require("lumen.nn.module").Module
+local nn_loss = require "lumen.nn.loss"
+local util = require "lumen.util"
 
 local M = {}
 
-local is_tensor, raise = lm.is_tensor, dataset.raise
-
-local function shape_str(t)
-  return "[" .. table.concat(t.shape, ",") .. "]"
-end
-
-local function is_callable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local is_tensor, raise, shape_str, is_callable = util.is_tensor, util.raise, util.shape_str,
+  util.is_callable
+local check_options = util.check_options
 
 -- The output function of progress and epoch lines; tests replace it.
 function M.write(s)
@@ -85,52 +84,78 @@ local function labels(y)
   return y
 end
 
+-- fit's loss names: the nn loss class computing each (lumen.nn.loss, built with its defaults)
+-- and how the targets are adapted to the outputs first.
 local LOSSES = {
-  cross_entropy = function(out, y) return lm.cross_entropy(out, labels(y)) end,
-  nll = function(out, y) return lm.nll_loss(out, labels(y)) end,
-  mse = function(out, y) return lm.mse_loss(out, like(y, out)) end,
-  l1 = function(out, y) return lm.l1_loss(out, like(y, out)) end,
-  smooth_l1 = function(out, y) return lm.smooth_l1_loss(out, like(y, out)) end,
-  bce = function(out, y) return lm.binary_cross_entropy(out, like(y, out)) end,
-  bce_with_logits = function(out, y)
-    return lm.binary_cross_entropy_with_logits(out, like(y, out))
-  end,
+  cross_entropy = {nn_loss.CrossEntropyLoss, labels},
+  nll = {nn_loss.NLLLoss, labels},
+  mse = {nn_loss.MSELoss, like},
+  l1 = {nn_loss.L1Loss, like},
+  smooth_l1 = {nn_loss.SmoothL1Loss, like},
+  bce = {nn_loss.BCELoss, like},
+  bce_with_logits = {nn_loss.BCEWithLogitsLoss, like},
 }
 local LOSS_ALIASES = {
   nll_loss = "nll", mse_loss = "mse", l1_loss = "l1", mae = "l1", smooth_l1_loss = "smooth_l1",
   binary_cross_entropy = "bce", binary_cross_entropy_with_logits = "bce_with_logits",
 }
 
--- A loss function and its canonical name (nil for a user function).
+-- The loss criterion called with targets adapted to the outputs.
+local function adapted(criterion, adapt)
+  return function(out, y) return criterion(out, adapt(y, out)) end
+end
+
+-- A loss function and its canonical name (nil for a user function). An instance of one of the
+-- loss classes above (nn.BCELoss{...}) is treated as its name, with the same target handling.
 local function resolve_loss(who, spec)
   if spec == nil then spec = "cross_entropy" end
   if type(spec) == "string" then
     local name = LOSS_ALIASES[spec] or spec
-    local fn = LOSSES[name]
-    if not fn then
+    local entry = LOSSES[name]
+    if not entry then
       local known = {}
       for k in pairs(LOSSES) do known[#known + 1] = k end
       table.sort(known)
       raise(string.format("%s: unknown loss %q (known: %s, or a function(out, y))", who, spec,
         table.concat(known, ", ")))
     end
-    return fn, name
+    return adapted(entry[1](), entry[2]), name
+  end
+  for name, entry in pairs(LOSSES) do
+    if class.isinstance(spec, entry[1]) then return adapted(spec, entry[2]), name end
   end
   if is_callable(spec) then return spec, nil end
   raise(string.format("%s: loss must be a name or a function(out, y), got %s", who,
     type(spec)))
 end
 
+-- The binary losses fix what the outputs are: BCE takes probabilities, BCE with logits logits.
+local TAKES_LOGITS = {bce = false, bce_with_logits = true}
+
+-- Whether binary outputs are logits (accuracy thresholds them at 0) or probabilities (at 0.5):
+-- the from_logits option when given, else probabilities after "bce" and logits otherwise.
+local function outputs_are_logits(who, from_logits, loss_name)
+  if from_logits == nil then return loss_name ~= "bce" end
+  if type(from_logits) ~= "boolean" then
+    raise(string.format("%s: from_logits must be true or false, got %s", who,
+      util.show(from_logits)))
+  end
+  local fixed = TAKES_LOGITS[loss_name]
+  if fixed ~= nil and fixed ~= from_logits then
+    raise(string.format("%s: from_logits = %s contradicts the loss %q, which takes %s", who,
+      tostring(from_logits), loss_name, fixed and "logits" or "probabilities"))
+  end
+  return from_logits
+end
+
 -- ---- metrics ------------------------------------------------------------------------------
 
-local function build_metrics(who, specs, loss_name)
+local function build_metrics(who, specs, from_logits)
   if specs == nil then return {} end
   if type(specs) == "string" then specs = {specs} end
   if type(specs) ~= "table" then
     raise(string.format("%s: metrics must be a sequence, got %s", who, type(specs)))
   end
-  -- Accuracy thresholds probabilities at 0.5 after "bce" and logits at 0 otherwise.
-  local from_logits = loss_name ~= "bce"
   local out, seen = {}, {}
   for k, spec in ipairs(specs) do
     local ok, m = pcall(metrics.get, spec, {from_logits = from_logits})
@@ -311,24 +336,8 @@ end
 local FIT_OPTIONS = {
   "epochs", "batch_size", "shuffle", "seed", "optimizer", "lr", "loss", "metrics", "validation",
   "validation_data", "validation_split", "callbacks", "verbose", "initial_epoch", "scheduler",
-  "scheduler_per_batch", "log", "write",
+  "scheduler_per_batch", "log", "write", "from_logits",
 }
-
-local function check_options(who, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    raise(string.format("%s: options must be a table, got %s", who, type(opts)))
-  end
-  local known = {}
-  for _, k in ipairs(allowed) do known[k] = true end
-  for k in pairs(opts) do
-    if not known[k] then
-      raise(string.format("%s: unknown option %s (known: %s)", who, tostring(k),
-        table.concat(allowed, ", ")))
-    end
-  end
-  return opts
-end
 
 local function check_model(who, model)
   if type(model) ~= "table" or type(model.parameters) ~= "function"
@@ -465,7 +474,8 @@ function M.fit(model, a, b, c)
   local initial_epoch = check_count(who, "initial_epoch", opts.initial_epoch or 0, 0)
   local batch_size = check_count(who, "batch_size", opts.batch_size or 32, 1)
   local loss_fn, loss_name = resolve_loss(who, opts.loss)
-  local mets = build_metrics(who, opts.metrics, loss_name)
+  local mets = build_metrics(who, opts.metrics,
+    outputs_are_logits(who, opts.from_logits, loss_name))
   local write = opts.write or M.write
   -- A log object without scalar (a later issue's run may grow more methods) logs nothing.
   local log = opts.log
@@ -585,18 +595,20 @@ end
 
 -- ---- evaluate and predict -----------------------------------------------------------------
 
--- evaluate(dataset, {batch_size = 32, loss = nil, metrics = nil}) -> {loss = ..., accuracy = ...}
--- in eval mode and without gradients (the model's previous mode is restored).
+-- evaluate(dataset, {batch_size = 32, loss = nil, metrics = nil, from_logits = nil}) ->
+-- {loss = ..., accuracy = ...} in eval mode and without gradients (the model's previous mode is
+-- restored); loss, metrics and from_logits as fit's.
 function M.evaluate(model, dataset, opts)
   local who = "evaluate"
   check_model(who, model)
-  opts = check_options(who, opts, {"batch_size", "loss", "metrics"})
+  opts = check_options(who, opts, {"batch_size", "loss", "metrics", "from_logits"})
   dataset = as_dataset(dataset)
   if dataset == nil then raise("evaluate: a dataset is required") end
   local batch_size = check_count(who, "batch_size", opts.batch_size or 32, 1)
   local loss_fn, loss_name
   if opts.loss ~= nil then loss_fn, loss_name = resolve_loss(who, opts.loss) end
-  local mets = build_metrics(who, opts.metrics, loss_name)
+  local mets = build_metrics(who, opts.metrics,
+    outputs_are_logits(who, opts.from_logits, loss_name))
   if not loss_fn and #mets == 0 then
     raise("evaluate: give a loss or metrics to compute")
   end

@@ -36,23 +36,65 @@ bool lb_check_bool(lua_State *L, int idx)
     return lua_toboolean(L, idx);
 }
 
-double lb_check_value(lua_State *L, int idx)
+lb_scalar lb_check_scalar(lua_State *L, int idx)
 {
-    if (lua_isboolean(L, idx)) return lua_toboolean(L, idx) ? 1.0 : 0.0;
-    return lb_check_num(L, idx);
+    lb_scalar s = {0, 0, false};
+    if (lua_isboolean(L, idx)) {
+        s.is_int = true;
+        s.i = lua_toboolean(L, idx);
+    } else if (lua_type(L, idx) == LUA_TNUMBER && lua_isinteger(L, idx)) {
+        s.is_int = true;
+        s.i = lua_tointeger(L, idx);
+    } else {
+        s.d = lb_check_num(L, idx);
+        return s;
+    }
+    s.d = (double)s.i;
+    return s;
 }
 
-double lb_check_fill(lua_State *L, int idx)
+lb_scalar lb_check_fill_scalar(lua_State *L, int idx)
 {
     lm_tensor *v = lb_tensor_at(L, idx);
     if (!v) {
         if (lua_type(L, idx) != LUA_TNUMBER && !lua_isboolean(L, idx))
             luaL_typeerror(L, idx, "number");
-        return lb_check_value(L, idx);
+        return lb_check_scalar(L, idx);
     }
-    double x;
-    if (lm_item(v, &x) != LM_OK) lb_fail(L);
-    return x;
+    lb_scalar s = {0, 0, false};
+    if (lm_item(v, &s.d) != LM_OK) lb_fail(L);
+    /* lm_item has checked that v has one element, which lm_data points at. */
+    if (v->dtype == LM_I64 && v->storage->device == LM_CPU) {
+        s.is_int = true;
+        s.i = *(const int64_t *)lm_data(v);
+    }
+    return s;
+}
+
+/* Integers of at most 53 bits are doubles exactly. */
+#define EXACT_INT_MAX ((int64_t)1 << 53)
+
+bool lb_scalar_exact(lb_scalar s)
+{
+    return !s.is_int || (s.i >= -EXACT_INT_MAX && s.i <= EXACT_INT_MAX);
+}
+
+lm_tensor *lb_scalar_tensor(lb_scalar s, lm_dtype dt)
+{
+    if (!s.is_int) return lm_scalar(s.d, dt);
+    lm_tensor *i = lm_from_data(&s.i, LM_I64, 0, NULL);
+    lm_tensor *r = i ? lm_to_dtype(i, dt) : NULL;
+    lm_release(i);
+    return r;
+}
+
+lm_status lb_fill_exact(lm_tensor *t, lb_scalar s)
+{
+    if (lb_scalar_exact(s)) return lm_fill_(t, s.d);
+    lm_tensor *v = lb_scalar_tensor(s, t->dtype);
+    lm_status st = v ? lm_copy_(t, v) : lm_last_status();
+    lm_release(v);
+    return st;
 }
 
 /* ---- positional or keyword ------------------------------------------------------------------ */

@@ -1,9 +1,14 @@
 /* grad_lua.c — autograd and engine settings as Lua functions: backward, detach, requires_grad_,
- * the grad mode (set_grad_enabled, and no_grad / enable_grad as to-be-closed scopes or around
- * a function), the module scope that names graph nodes (set_scope), graph_json, the thread
- * count, the memory cache, dtype promotion and the allocation-failure testing hook.
+ * set_data_, the grad mode (set_grad_enabled, and no_grad / enable_grad as to-be-closed scopes
+ * or around a function), the module scope that names graph nodes (set_scope), graph_json, the
+ * thread count, the memory cache, dtype promotion and the allocation-failure testing hook.
+ *
+ * lm.no_grad() differs from torch.no_grad() in when it acts: PyTorch's context manager turns
+ * gradients off when the `with` block is entered, but Lua's to-be-closed variables have no
+ * "enter", so `local _ <close> = lm.no_grad()` turns them off at once, when lm.no_grad() is
+ * called, and the scope going out restores the previous mode. A scope that is made but never
+ * closed leaves gradients off. lm.no_grad(fn, ...) runs fn inside such a scope.
  */
-#include <stdlib.h>
 
 #include "lumen_lua.h"
 
@@ -36,6 +41,33 @@ static int l_requires_grad_(lua_State *L)
     lm_tensor *t = lb_check(L, 1);
     bool on = lua_isnoneornil(L, 2) ? true : lb_check_bool(L, 2);
     return lb_self_result(L, lm_requires_grad_(t, on));
+}
+
+/* t:set_data_(src), PyTorch's `t.data = src`: the box t starts holding a detached view of src's
+ * memory (any dtype or shape), keeping t's requires_grad flag and dropping its gradient. Every
+ * Lua reference to this box sees the change, so an optimizer that holds a parameter keeps
+ * working after model:double(). Only a leaf may be rebound: a non-leaf's value is defined by
+ * the graph that made it. */
+static int l_set_data_(lua_State *L)
+{
+    lm_tensor *t = lb_check(L, 1), *src = lb_check(L, 2);
+    lb_box *box = lua_touserdata(L, 1);
+    if (!lm_is_leaf(t)) {
+        char buf[96];
+        return luaL_error(L, "set_data_: the tensor (shape %s) is not a leaf: it was computed by "
+                             "an op; detach it, or rebind the leaf it came from",
+                          lm_shape_str(t->ndim, t->shape, buf, sizeof buf));
+    }
+    lm_tensor *d = lm_detach(src);
+    if (!d) return lb_fail(L);
+    if (t->requires_grad && lm_requires_grad_(d, true) != LM_OK) {
+        lm_release(d);
+        return lb_fail(L);
+    }
+    box->t = d;
+    lm_release(t);
+    lua_settop(L, 1);
+    return 1;
 }
 
 static int l_set_grad_enabled(lua_State *L)
@@ -74,23 +106,41 @@ static int grad_mode_tostring(lua_State *L)
     return 1;
 }
 
-/* mode() -> a to-be-closed scope; mode(fn, ...) -> fn's results, run with the mode set and the
- * previous mode restored even when fn raises (the error goes on unchanged). */
+/* Pushes a scope: the mode is set now, and closing the scope restores the previous one. */
+static void push_grad_mode(lua_State *L, bool enabled)
+{
+    grad_mode *g = lua_newuserdatauv(L, sizeof *g, 0);
+    luaL_setmetatable(L, GRAD_MODE_MT);
+    g->closed = false;
+    g->prev = lm_set_grad_enabled(enabled);
+}
+
+/* The continuation of with_grad_mode after fn returns (also after fn yielded): its results are
+ * everything above the scope at 1; returning closes the scope. */
+static int grad_mode_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    return lua_gettop(L) - 1;
+}
+
+/* mode() -> a to-be-closed scope; mode(fn, ...) -> fn's results, run inside such a scope. The
+ * scope sits in a to-be-closed slot of this C call rather than behind a pcall: an error from fn
+ * goes on untouched (a message handler still sees fn's frames) and closes the scope on its way
+ * out, and fn may yield. */
 static int with_grad_mode(lua_State *L, bool enabled)
 {
     if (lua_isnone(L, 1)) {
-        grad_mode *g = lua_newuserdatauv(L, sizeof *g, 0);
-        luaL_setmetatable(L, GRAD_MODE_MT);
-        g->closed = false;
-        g->prev = lm_set_grad_enabled(enabled);
+        push_grad_mode(L, enabled);
         return 1;
     }
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    bool prev = lm_set_grad_enabled(enabled);
-    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-    lm_set_grad_enabled(prev);
-    if (rc != LUA_OK) return lua_error(L);
-    return lua_gettop(L);
+    int nargs = lua_gettop(L) - 1;
+    push_grad_mode(L, enabled);
+    lua_insert(L, 1);
+    lua_toclose(L, 1);
+    lua_callk(L, nargs, LUA_MULTRET, 0, grad_mode_done);
+    return grad_mode_done(L, LUA_OK, 0);
 }
 
 static int l_no_grad(lua_State *L) { return with_grad_mode(L, false); }
@@ -119,25 +169,9 @@ static int l_get_scope(lua_State *L)
     return 1;
 }
 
-/* Pushes the C string in upvalue-free argument 1 (a light userdata); run under lua_pcall so
- * the malloc'd string can be freed even if pushing it raises a memory error. */
-static int push_cstring(lua_State *L)
-{
-    lua_pushstring(L, lua_touserdata(L, 1));
-    return 1;
-}
-
 static int l_graph_json(lua_State *L)
 {
-    lm_tensor *t = lb_check(L, 1);
-    char *json = lm_graph_export(t);
-    if (!json) return lb_fail(L);
-    lua_pushcfunction(L, push_cstring);
-    lua_pushlightuserdata(L, json);
-    int rc = lua_pcall(L, 1, 1, 0);
-    free(json);
-    if (rc != LUA_OK) return lua_error(L);
-    return 1;
+    return lb_push_cstring(L, lm_graph_export(lb_check(L, 1)));
 }
 
 /* ---- engine settings ------------------------------------------------------------------------- */
@@ -186,6 +220,7 @@ static const lb_reg grad_regs[] = {
     {"detach", l_detach, true},
     {"retain_grad", l_retain_grad, true},
     {"requires_grad_", l_requires_grad_, true},
+    {"set_data_", l_set_data_, true},
     {"set_grad_enabled", l_set_grad_enabled, false},
     {"is_grad_enabled", l_is_grad_enabled, false},
     {"no_grad", l_no_grad, false},

@@ -13,7 +13,14 @@
  *   and has no [1]); positional and keyword forms may be mixed: t:sum(1, {keepdim = true}).
  *   A key the function does not take is an error listing the keys it takes (lb_options).
  * - In-place functions (NAME_) return their first argument itself, so calls chain.
- * - Where an op takes a tensor, a Lua number is accepted too (lb_to_tensor makes a 0-dim one).
+ * - Arithmetic and comparisons take a Lua number on either side (math_lua.c); a fill value
+ *   may be a number, a boolean or a one-element tensor (lb_check_fill_scalar).
+ * - Integers are exact: Lua integers are 64-bit, and the binding moves them into and out of
+ *   integer tensors without a double in between (lm.tensor, item, totable, full, fill_, index
+ *   assignment, masked_fill, where, and arithmetic and comparisons of an i64 tensor with a Lua
+ *   integer), so math.maxinteger round-trips. Where the engine API itself takes a double (the
+ *   bounds of arange, linspace and clamp, alpha, the fill value of an expanded view, numbers
+ *   next to u8 tensors) an integer beyond 2^53 is rounded to the nearest double.
  */
 #ifndef LUMEN_LUA_H
 #define LUMEN_LUA_H
@@ -51,6 +58,12 @@ lm_tensor *lb_opt(lua_State *L, int idx);
 /* The tensor at idx or NULL, without raising. */
 lm_tensor *lb_test(lua_State *L, int idx);
 bool lb_is_tensor(lua_State *L, int idx);
+/* True when idx holds a tensor box that was closed (lb_test returns NULL for it): for values
+ * that are not arguments of their own, such as table elements, whose errors name them. */
+bool lb_is_closed(lua_State *L, int idx);
+/* Pushes the malloc'd string s and frees it, also when pushing raises a memory error; a NULL s
+ * raises the engine's error. Returns 1. */
+int lb_push_cstring(lua_State *L, char *s);
 
 
 /* ---- engine errors -------------------------------------------------------------------------- */
@@ -74,9 +87,9 @@ lm_dtype lb_dtype_from_name(lua_State *L, const char *name);
 int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next, bool allow_neg);
 /* A Lua sequence of integers at idx (or a single integer) -> dims; returns the count. */
 int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS]);
-/* The tensor at idx, or a number turned into a 0-dim tensor of dtype like_dtype (new
- * reference: release it). Raises for other types. */
-lm_tensor *lb_to_tensor(lua_State *L, int idx, lm_dtype like_dtype);
+/* The length of the table at idx (its __len included) as a count in [0, max]; otherwise raises
+ * naming what ("shape", "safetensors_save: names"). */
+int lb_len(lua_State *L, int idx, int max, const char *what);
 
 /* ---- keyword options (a trailing table with string keys) ------------------------------------ */
 
@@ -89,7 +102,7 @@ double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def);
 bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def);
 const char *lb_opt_str(lua_State *L, int opts_idx, const char *key, const char *def);
 lm_dtype lb_opt_dtype_field(lua_State *L, int opts_idx, const char *key, lm_dtype def);
-/* Borrowed tensor in field key, or NULL when absent. */
+/* Borrowed tensor in field key, or NULL when absent; a closed tensor raises. */
 lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key);
 /* True when the options table has field key (not nil). */
 bool lb_opt_has(lua_State *L, int opts_idx, const char *key);
@@ -107,10 +120,26 @@ double lb_check_num(lua_State *L, int idx);
 int lb_check_int(lua_State *L, int idx);
 /* A boolean proper: nil and other values are refused. */
 bool lb_check_bool(lua_State *L, int idx);
+
+/* A scalar from Lua, kept exact: an integer (a Lua integer, a boolean as 0 or 1, the element of
+ * an integer tensor) keeps all 64 bits in i; d is the value as a double either way. */
+typedef struct lb_scalar {
+    double d;
+    int64_t i;
+    bool is_int;
+} lb_scalar;
 /* A number, or a boolean as 1 or 0. */
-double lb_check_value(lua_State *L, int idx);
+lb_scalar lb_check_scalar(lua_State *L, int idx);
 /* A fill value: a number, a boolean or a one-element tensor. */
-double lb_check_fill(lua_State *L, int idx);
+lb_scalar lb_check_fill_scalar(lua_State *L, int idx);
+/* True when s survives a trip through a double (a float, or an integer within +-2^53), so an
+ * engine function taking a double gets it exactly. */
+bool lb_scalar_exact(lb_scalar s);
+/* s as a 0-dim tensor of dtype dt (new reference, NULL on error); an integer is converted from
+ * int64, never through a double. */
+lm_tensor *lb_scalar_tensor(lb_scalar s, lm_dtype dt);
+/* Fills t with s: lm_fill_ when s is exact as a double, else a copy of an exact 0-dim tensor. */
+lm_status lb_fill_exact(lm_tensor *t, lb_scalar s);
 
 /* Raises "bad argument #o (unknown option 'k'; takes a, b)" for a key of the options table at o
  * that is not in keys (NULL-terminated), so a misspelt option never goes unnoticed. */

@@ -5,8 +5,10 @@
  *
  * A number is accepted on either side of a binary op: 2 - t is rsub, 2 < t is t > 2. The
  * arithmetic metamethods of the tensor metatable are these functions (module.c). Engine
- * tensors made here for Lua numbers (lm_scalar) come after the last check that can raise and
- * are released before lb_setbox, so an error never leaks one.
+ * tensors made here for Lua numbers (lb_scalar_tensor) come after the last check that can raise
+ * and are released before lb_setbox, so an error never leaks one. Such a tensor also carries a
+ * Lua integer beyond 2^53 next to an i64 tensor, which the engine's double-taking scalar
+ * functions would round.
  */
 #include <limits.h>
 #include <math.h>
@@ -34,6 +36,24 @@ static lm_tensor *with_number(lua_State *L, int num_idx, const lm_tensor *t, tn_
     return r;
 }
 
+/* t OP s (or s OP t when number_first) for a Lua number s. An i64 tensor with a Lua integer
+ * beyond 2^53 goes through tt with an exact 0-dim i64 tensor: the engine's scalar functions
+ * take a double, which would round it. */
+static lm_tensor *number_op(lua_State *L, int num_idx, const lm_tensor *t, tn_fn tn, tt_fn tt,
+                            bool number_first)
+{
+    if (t->dtype == LM_I64 && lua_isinteger(L, num_idx)) {
+        lb_scalar s = lb_check_scalar(L, num_idx);
+        if (!lb_scalar_exact(s)) {
+            lm_tensor *st = lb_scalar_tensor(s, LM_I64);
+            lm_tensor *r = st ? (number_first ? tt(st, t) : tt(t, st)) : NULL;
+            lm_release(st);
+            return r;
+        }
+    }
+    return with_number(L, num_idx, t, tn);
+}
+
 /* a OP b with tensors, or a number on either side: tn computes tensor OP number, nt computes
  * number OP tensor (rsub for sub, gt for lt, ...). */
 static int binary_op(lua_State *L, tt_fn tt, tn_fn tn, tn_fn nt)
@@ -46,11 +66,11 @@ static int binary_op(lua_State *L, tt_fn tt, tn_fn tn, tn_fn nt)
     } else if (a) {
         if (!is_number(L, 2)) luaL_typeerror(L, 2, "tensor or number");
         box = lb_newbox(L);
-        lb_setbox(L, box, with_number(L, 2, a, tn));
+        lb_setbox(L, box, number_op(L, 2, a, tn, tt, false));
     } else if (b) {
         if (!is_number(L, 1)) luaL_typeerror(L, 1, "tensor or number");
         box = lb_newbox(L);
-        lb_setbox(L, box, with_number(L, 1, b, nt));
+        lb_setbox(L, box, number_op(L, 1, b, nt, tt, true));
     } else {
         luaL_typeerror(L, is_number(L, 1) ? 2 : 1, is_number(L, 1) ? "tensor" : "tensor or number");
     }
@@ -79,7 +99,7 @@ static int add_sub(lua_State *L, bool sub)
         }
         lua_replace(L, 2);
         lb_box *box = lb_newbox(L);
-        lb_setbox(L, box, with_number(L, 2, a, lm_add_scalar));
+        lb_setbox(L, box, number_op(L, 2, a, lm_add_scalar, lm_add, false));
         return 1;
     }
     lb_box *box = lb_newbox(L);
@@ -200,9 +220,11 @@ static int l_where(lua_State *L)
     if (!b && !is_number(L, 3)) luaL_typeerror(L, 3, "tensor or number");
     lm_dtype adt = a ? a->dtype : where_dtype(L, 2, b, 3);
     lm_dtype bdt = b ? b->dtype : where_dtype(L, 3, a, 2);
+    lb_scalar na = a ? (lb_scalar){0, 0, false} : lb_check_scalar(L, 2);
+    lb_scalar nb = b ? (lb_scalar){0, 0, false} : lb_check_scalar(L, 3);
     lb_box *box = lb_newbox(L);
-    lm_tensor *sa = a ? NULL : lm_scalar(lua_tonumber(L, 2), adt);
-    lm_tensor *sb = b ? NULL : lm_scalar(lua_tonumber(L, 3), bdt);
+    lm_tensor *sa = a ? NULL : lb_scalar_tensor(na, adt);
+    lm_tensor *sb = b ? NULL : lb_scalar_tensor(nb, bdt);
     lm_tensor *r = NULL;
     if ((a || sa) && (b || sb)) r = lm_where(c, a ? a : sa, b ? b : sb);
     lm_release(sa);
@@ -214,12 +236,19 @@ static int l_where(lua_State *L)
 typedef lm_status (*inplace_tt)(lm_tensor *, const lm_tensor *);
 typedef lm_status (*inplace_tn)(lm_tensor *, double);
 
+/* a OP= b for a tensor or a number b; an i64 a with an integer beyond 2^53 takes tt with an
+ * exact 0-dim tensor (as number_op). */
 static int inplace_binary(lua_State *L, inplace_tt tt, inplace_tn tn)
 {
     lm_tensor *a = lb_check(L, 1), *b = lb_tensor_at(L, 2);
     if (b) return lb_self_result(L, tt(a, b));
     if (!is_number(L, 2)) luaL_typeerror(L, 2, "tensor or number");
-    return lb_self_result(L, tn(a, lua_tonumber(L, 2)));
+    lb_scalar s = lb_check_scalar(L, 2);
+    if (a->dtype != LM_I64 || lb_scalar_exact(s)) return lb_self_result(L, tn(a, s.d));
+    lm_tensor *st = lb_scalar_tensor(s, LM_I64);
+    lm_status r = st ? tt(a, st) : lm_last_status();
+    lm_release(st);
+    return lb_self_result(L, r);
 }
 
 /* add_/sub_ with alpha: a += alpha * b. */
@@ -428,19 +457,35 @@ static int l_scatter_add_(lua_State *L)
     return lb_self_result(L, lm_scatter_add_(t, dim, idx, src));
 }
 
+/* t with value where mask is set: lm_masked_fill when value is exact as a double, else
+ * where(mask, exact 0-dim value, t), which keeps every bit of a 64-bit integer. */
+static lm_tensor *masked_fill_exact(const lm_tensor *t, const lm_tensor *mask, lb_scalar v)
+{
+    if (lb_scalar_exact(v)) return lm_masked_fill(t, mask, v.d);
+    lm_tensor *s = lb_scalar_tensor(v, t->dtype);
+    lm_tensor *r = s ? lm_where(mask, s, t) : NULL;
+    lm_release(s);
+    return r;
+}
+
 static int l_masked_fill(lua_State *L)
 {
     lm_tensor *t = lb_check(L, 1), *mask = lb_check(L, 2);
-    double v = lb_check_fill(L, 3);
+    lb_scalar v = lb_check_fill_scalar(L, 3);
     lb_box *b = lb_newbox(L);
-    lb_setbox(L, b, lm_masked_fill(t, mask, v));
+    lb_setbox(L, b, masked_fill_exact(t, mask, v));
     return 1;
 }
 
 static int l_masked_fill_(lua_State *L)
 {
     lm_tensor *t = lb_check(L, 1), *mask = lb_check(L, 2);
-    return lb_self_result(L, lm_masked_fill_(t, mask, lb_check_fill(L, 3)));
+    lb_scalar v = lb_check_fill_scalar(L, 3);
+    if (lb_scalar_exact(v)) return lb_self_result(L, lm_masked_fill_(t, mask, v.d));
+    lm_tensor *r = masked_fill_exact(t, mask, v);
+    lm_status st = r ? lm_copy_(t, r) : lm_last_status();
+    lm_release(r);
+    return lb_self_result(L, st);
 }
 
 /* cat/stack(list [, dim] [, {dim = }]): list is a Lua sequence of tensors. The pointer array
@@ -458,7 +503,9 @@ static int join(lua_State *L, lm_tensor *(*fn)(int, lm_tensor *const *, int))
     lm_tensor **ts = lua_newuserdatauv(L, (n ? n : 1) * sizeof *ts, 0);
     for (lua_Unsigned i = 0; i < n; i++) {
         lua_rawgeti(L, 1, (lua_Integer)i + 1);
-        ts[i] = lb_tensor_at(L, -1);
+        if (lb_is_closed(L, -1))
+            luaL_argerror(L, 1, lua_pushfstring(L, "element %d is a closed tensor", (int)i + 1));
+        ts[i] = lb_test(L, -1);
         if (!ts[i])
             luaL_argerror(L, 1, lua_pushfstring(L, "element %d is a %s, tensor expected",
                                                 (int)i + 1, luaL_typename(L, -1)));

@@ -94,16 +94,28 @@ static lm_dtype dtype_of_value(lua_State *L, int idx)
     return lua_isinteger(L, idx) ? LM_I64 : LM_F32;
 }
 
+/* A new tensor filled with v, exactly for any 64-bit integer (lb_fill_exact). */
+static lm_tensor *full_exact(int ndim, const int64_t *shape, lb_scalar v, lm_dtype dt)
+{
+    if (lb_scalar_exact(v)) return lm_full(ndim, shape, v.d, dt);
+    lm_tensor *t = lm_empty(ndim, shape, dt);
+    if (t && lb_fill_exact(t, v) != LM_OK) {
+        lm_release(t);
+        t = NULL;
+    }
+    return t;
+}
+
 /* full(shape, value [, opts]): the dtype follows the value (integer -> i64, float -> f32,
  * boolean -> u8) unless opts.dtype says otherwise. */
 static int l_full(lua_State *L)
 {
     int64_t shape[LM_MAX_DIMS];
     int ndim = lone_shape(L, 1, shape);
-    double v = lb_check_value(L, 2);
+    lb_scalar v = lb_check_scalar(L, 2);
     int o = trailing_create_opts(L, 3);
     creation c = begin_create(L, o, dtype_of_value(L, 2));
-    return created(L, c, lm_full(ndim, shape, v, c.dtype));
+    return created(L, c, full_exact(ndim, shape, v, c.dtype));
 }
 
 /* NAME_like(t [, opts]): t's shape, t's dtype unless opts.dtype. */
@@ -124,10 +136,10 @@ static int l_randn_like(lua_State *L) { return create_like(L, lm_randn); }
 static int l_full_like(lua_State *L)
 {
     lm_tensor *t = lb_check(L, 1);
-    double v = lb_check_value(L, 2);
+    lb_scalar v = lb_check_scalar(L, 2);
     int o = trailing_create_opts(L, 3);
     creation c = begin_create(L, o, t->dtype);
-    return created(L, c, lm_full(t->ndim, t->shape, v, c.dtype));
+    return created(L, c, full_exact(t->ndim, t->shape, v, c.dtype));
 }
 
 /* arange(end), arange(start, end [, step]) [, opts]: i64 when every number given is a Lua
@@ -414,13 +426,13 @@ static int l_copy_(lua_State *L)
     lm_tensor *t = lb_check(L, 1), *src = lb_tensor_at(L, 2);
     if (src) return lb_self_result(L, lm_copy_(t, src));
     if (lua_type(L, 2) != LUA_TNUMBER) luaL_typeerror(L, 2, "tensor or number");
-    return lb_self_result(L, lm_fill_(t, lua_tonumber(L, 2)));
+    return lb_self_result(L, lb_fill_exact(t, lb_check_scalar(L, 2)));
 }
 
 static int l_fill_(lua_State *L)
 {
     lm_tensor *t = lb_check(L, 1);
-    return lb_self_result(L, lm_fill_(t, lb_check_fill(L, 2)));
+    return lb_self_result(L, lb_fill_exact(t, lb_check_fill_scalar(L, 2)));
 }
 
 static int l_zero_(lua_State *L) { return lb_self_result(L, lm_zero_(lb_check(L, 1))); }

@@ -11,6 +11,7 @@
  * reached half the live tensor bytes (Lua's own rule for its heap) made an MNIST epoch 35%
  * slower, the dataset being live. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,12 @@ lm_tensor *lb_test(lua_State *L, int idx)
 
 bool lb_is_tensor(lua_State *L, int idx) { return luaL_testudata(L, idx, LB_TENSOR_MT) != NULL; }
 
+bool lb_is_closed(lua_State *L, int idx)
+{
+    lb_box *box = luaL_testudata(L, idx, LB_TENSOR_MT);
+    return box && !box->t;
+}
+
 lm_tensor *lb_check(lua_State *L, int idx)
 {
     lb_box *box = luaL_testudata(L, idx, LB_TENSOR_MT);
@@ -105,6 +112,29 @@ int lb_fail(lua_State *L)
 void lb_check_status(lua_State *L, lm_status s)
 {
     if (s != LM_OK) lb_fail(L);
+}
+
+/* Run under lua_pcall by lb_push_cstring: the string is a light userdata argument. */
+static int push_cstring_protected(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+int lb_push_cstring(lua_State *L, char *s)
+{
+    if (!s) return lb_fail(L);
+    /* lua_checkstack reports failure instead of raising, so s cannot leak before the pcall. */
+    if (!lua_checkstack(L, 2)) {
+        free(s);
+        return luaL_error(L, "out of memory (Lua stack)");
+    }
+    lua_pushcfunction(L, push_cstring_protected);
+    lua_pushlightuserdata(L, s);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(s);
+    if (rc != LUA_OK) return lua_error(L);
+    return 1;
 }
 
 /* ---- dtypes, shapes, dims ---------------------------------------------------------------- */
@@ -141,7 +171,7 @@ static int64_t check_size(lua_State *L, int idx, bool allow_neg)
     if (!isnum)
         luaL_error(L, "size must be an integer, got %s",
                    lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
-    if (v < 0 && !(allow_neg && v == -1)) luaL_error(L, "size must be >= 0, got %d", (int)v);
+    if (v < 0 && !(allow_neg && v == -1)) luaL_error(L, "size must be >= 0, got %I", v);
     return (int64_t)v;
 }
 
@@ -151,8 +181,7 @@ int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next,
     /* {} followed by an options table is the empty shape (a 0-dim tensor), not options. */
     if (lua_type(L, idx) == LUA_TTABLE &&
         (!lb_opts(L, idx) || lua_type(L, idx + 1) == LUA_TTABLE)) {
-        n = (int)luaL_len(L, idx);
-        if (n > LM_MAX_DIMS) luaL_error(L, "shape has %d dims; at most %d", n, LM_MAX_DIMS);
+        n = lb_len(L, idx, LM_MAX_DIMS, "shape");
         for (int i = 0; i < n; i++) {
             lua_geti(L, idx, i + 1);
             shape[i] = check_size(L, -1, allow_neg);
@@ -173,14 +202,13 @@ int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next,
 int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS])
 {
     if (lua_type(L, idx) == LUA_TTABLE) {
-        int n = (int)luaL_len(L, idx);
-        if (n > LM_MAX_DIMS) luaL_error(L, "%d dims given; at most %d", n, LM_MAX_DIMS);
+        int n = lb_len(L, idx, LM_MAX_DIMS, "dims");
         for (int i = 0; i < n; i++) {
             lua_geti(L, idx, i + 1);
             int isnum = 0;
             lua_Integer d = lua_tointegerx(L, -1, &isnum);
             if (!isnum) luaL_error(L, "dims must be integers, got %s", luaL_typename(L, -1));
-            if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_error(L, "dim %d is out of range", (int)d);
+            if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_error(L, "dim %I is out of range", d);
             dims[i] = (int)d;
             lua_pop(L, 1);
         }
@@ -192,26 +220,12 @@ int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS])
     return 1;
 }
 
-lm_tensor *lb_to_tensor(lua_State *L, int idx, lm_dtype like_dtype)
+int lb_len(lua_State *L, int idx, int max, const char *what)
 {
-    lm_tensor *t = lb_test(L, idx);
-    if (t) return lm_retain(t);
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        lm_dtype dt = like_dtype;
-        /* A float number next to an integer tensor makes a float scalar, as PyTorch promotes. */
-        if (!lua_isinteger(L, idx) && !lm_dtype_is_float(dt)) dt = LM_F32;
-        lm_tensor *s = lm_scalar(lua_tonumber(L, idx), dt);
-        if (!s) lb_fail(L);
-        return s;
-    }
-    if (lua_type(L, idx) == LUA_TBOOLEAN) {
-        lm_tensor *s = lm_scalar(lua_toboolean(L, idx), LM_U8);
-        if (!s) lb_fail(L);
-        return s;
-    }
-    luaL_argerror(L, idx, lua_pushfstring(L, "tensor or number expected, got %s",
-                                          luaL_typename(L, idx)));
-    return NULL;
+    lua_Integer n = luaL_len(L, idx);
+    if (n < 0) luaL_error(L, "%s has a negative length (%I)", what, n);
+    if (n > max) luaL_error(L, "%s has %I entries; at most %d", what, n, max);
+    return (int)n;
 }
 
 /* ---- keyword options ------------------------------------------------------------------------ */
@@ -299,6 +313,7 @@ lm_dtype lb_opt_dtype_field(lua_State *L, int opts_idx, const char *key, lm_dtyp
 lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key)
 {
     if (opt_field(L, opts_idx, key) == LUA_TNIL) return NULL;
+    if (lb_is_closed(L, -1)) luaL_error(L, "bad option '%s' (tensor was closed)", key);
     lm_tensor *t = lb_test(L, -1);
     if (!t) opt_type_error(L, key, "tensor");
     lua_pop(L, 1); /* still referenced by the options table */
@@ -326,59 +341,102 @@ void lb_register(lua_State *L, int mod_idx, int meth_idx, const lb_reg *regs)
 
 /* ---- lm.tensor: nested Lua tables -> tensor ---------------------------------------------- */
 
+/* At most this many elements: their 8-byte slots must not overflow a size_t. */
+#define NEST_MAX_NUMEL (INT64_MAX / 16)
+
 typedef struct {
     int ndim;
     int64_t shape[LM_MAX_DIMS];
-    bool all_int, any_bool;
 } nest_info;
 
-/* Finds the shape from the first element of each level, then checks every level against it. */
-static void nest_shape(lua_State *L, int idx, nest_info *info)
+/* Finds the shape from the first element of each level (nest_fill checks every level against
+ * it) and returns the element count. */
+static int64_t nest_shape(lua_State *L, int idx, nest_info *info)
 {
     lua_pushvalue(L, idx);
     info->ndim = 0;
+    int64_t n = 1;
     while (lua_type(L, -1) == LUA_TTABLE) {
         if (info->ndim == LM_MAX_DIMS) luaL_error(L, "tensor: more than %d nested levels", LM_MAX_DIMS);
-        info->shape[info->ndim++] = (int64_t)luaL_len(L, -1);
-        if (info->shape[info->ndim - 1] == 0) break;
+        int64_t len = lb_len(L, -1, INT_MAX - 1, "tensor: a nested table");
+        info->shape[info->ndim++] = len;
+        if (len == 0) {
+            n = 0;
+            break;
+        }
+        if (n > NEST_MAX_NUMEL / len) luaL_error(L, "tensor: too many elements");
+        n *= len;
         lua_geti(L, -1, 1);
         lua_remove(L, -2);
     }
     lua_pop(L, 1);
+    return n;
 }
 
-static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, double *out,
-                      int64_t *pos, nest_info *kinds)
+/* One element: an int64 while every element so far is an integer (or a boolean), a double
+ * from the first float on. Integers thus keep all 64 bits (math.maxinteger included). */
+typedef union {
+    int64_t i;
+    double d;
+} nest_slot;
+
+typedef struct {
+    nest_slot *out;
+    int64_t pos;
+    bool all_int, any_bool;
+} nest_fill_state;
+
+static void nest_put(lua_State *L, int idx, nest_fill_state *st)
+{
+    nest_slot *o = &st->out[st->pos];
+    if (lua_isinteger(L, idx) || lua_isboolean(L, idx)) {
+        int64_t v = lua_isboolean(L, idx) ? lua_toboolean(L, idx) : lua_tointeger(L, idx);
+        if (lua_isboolean(L, idx)) st->any_bool = true;
+        if (st->all_int) o->i = v;
+        else o->d = (double)v;
+    } else {
+        if (st->all_int) {
+            for (int64_t k = 0; k < st->pos; k++) st->out[k].d = (double)st->out[k].i;
+            st->all_int = false;
+        }
+        o->d = lua_tonumber(L, idx);
+    }
+    st->pos++;
+}
+
+static void nest_fill(lua_State *L, int idx, const nest_info *info, int level,
+                      nest_fill_state *st)
 {
     if (level == info->ndim) {
         int type = lua_type(L, idx);
-        if (type == LUA_TNUMBER) {
-            if (!lua_isinteger(L, idx)) kinds->all_int = false;
-            out[(*pos)++] = lua_tonumber(L, idx);
-        } else if (type == LUA_TBOOLEAN) {
-            kinds->any_bool = true;
-            out[(*pos)++] = lua_toboolean(L, idx);
-        } else {
+        if (type != LUA_TNUMBER && type != LUA_TBOOLEAN) {
             char buf[96];
             lm_shape_str(info->ndim, info->shape, buf, sizeof buf);
             luaL_error(L, "tensor: expected a number at depth %d (shape %s), got %s", level + 1,
                        buf, luaL_typename(L, idx));
         }
+        nest_put(L, idx, st);
         return;
     }
-    if (lua_type(L, idx) != LUA_TTABLE || (int64_t)luaL_len(L, idx) != info->shape[level]) {
+    if (lua_type(L, idx) != LUA_TTABLE) {
         char buf[96];
         lm_shape_str(info->ndim, info->shape, buf, sizeof buf);
-        luaL_error(L, "tensor: ragged nested table: level %d has %s where shape %s expects %d",
-                   level + 1,
-                   lua_type(L, idx) == LUA_TTABLE ? lua_pushfstring(L, "%d entries", (int)luaL_len(L, idx))
-                                                  : luaL_typename(L, idx),
-                   buf, (int)info->shape[level]);
+        luaL_error(L, "tensor: ragged nested table: level %d has %s where shape %s expects %I "
+                      "entries", level + 1, luaL_typename(L, idx), buf,
+                   (lua_Integer)info->shape[level]);
+    }
+    int64_t len = lb_len(L, idx, INT_MAX - 1, "tensor: a nested table");
+    if (len != info->shape[level]) {
+        char buf[96];
+        lm_shape_str(info->ndim, info->shape, buf, sizeof buf);
+        luaL_error(L, "tensor: ragged nested table: level %d has %I entries where shape %s "
+                      "expects %I", level + 1, (lua_Integer)len, buf,
+                   (lua_Integer)info->shape[level]);
     }
     luaL_checkstack(L, 4, "tensor: nesting too deep");
     for (int64_t i = 0; i < info->shape[level]; i++) {
         lua_geti(L, idx, i + 1);
-        nest_fill(L, lua_gettop(L), info, level + 1, out, pos, kinds);
+        nest_fill(L, lua_gettop(L), info, level + 1, st);
         lua_pop(L, 1);
     }
 }
@@ -387,13 +445,19 @@ static void nest_fill(lua_State *L, int idx, const nest_info *info, int level, d
  * (copied). Without dtype, all-integer data gives i64, booleans u8, otherwise f32 (PyTorch). */
 static int l_tensor(lua_State *L)
 {
-    int opts = lb_opts(L, 2) ? 2 : 0;
+    static const char *const keys[] = {"dtype", "requires_grad", NULL};
+    int opts = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        if (!lb_opts(L, 2)) return luaL_argerror(L, 2, "options table expected");
+        lb_check_keys(L, 2, keys);
+        opts = 2;
+    }
     bool has_dtype = lb_opt_has(L, opts, "dtype");
     lm_dtype dt = lb_opt_dtype_field(L, opts, "dtype", LM_F32);
     bool requires_grad = lb_opt_bool(L, opts, "requires_grad", false);
     lb_box *box;
-    lm_tensor *src = lb_test(L, 1);
-    if (src) {
+    if (lb_is_tensor(L, 1)) {
+        lm_tensor *src = lb_check(L, 1);
         box = lb_newbox(L);
         lm_tensor *c = lm_clone(src);
         lm_tensor *d = c ? lm_to_dtype(c, has_dtype ? dt : src->dtype) : NULL;
@@ -406,17 +470,17 @@ static int l_tensor(lua_State *L)
         if (vtype != LUA_TTABLE && vtype != LUA_TNUMBER && vtype != LUA_TBOOLEAN)
             return luaL_argerror(L, 1, lua_pushfstring(L, "table, number or tensor expected, got %s",
                                                        luaL_typename(L, 1)));
-        nest_info info = {0};
-        nest_shape(L, 1, &info);
-        int64_t n = 1;
-        for (int i = 0; i < info.ndim; i++) n *= info.shape[i];
-        double *vals = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(double), 0);
-        int64_t pos = 0;
-        nest_info kinds = {.all_int = true};
-        nest_fill(L, 1, &info, 0, vals, &pos, &kinds);
-        if (!has_dtype) dt = kinds.any_bool && kinds.all_int ? LM_U8 : kinds.all_int && n ? LM_I64 : LM_F32;
+        nest_info info;
+        int64_t n = nest_shape(L, 1, &info);
+        nest_fill_state st = {
+            .out = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(nest_slot), 0),
+            .all_int = true,
+        };
+        nest_fill(L, 1, &info, 0, &st);
+        if (!has_dtype) dt = st.any_bool && st.all_int ? LM_U8 : st.all_int && n ? LM_I64 : LM_F32;
         box = lb_newbox(L);
-        lm_tensor *f = lm_from_data(vals, LM_F64, info.ndim, info.shape);
+        /* Integers go to dt from int64, so a large one is never rounded through a double. */
+        lm_tensor *f = lm_from_data(st.out, st.all_int ? LM_I64 : LM_F64, info.ndim, info.shape);
         lm_tensor *t = f ? lm_to_dtype(f, dt) : NULL;
         lm_release(f);
         lb_setbox(L, box, t);
@@ -467,7 +531,14 @@ static int l_item(lua_State *L)
     lm_tensor *t = lb_check(L, 1);
     double v;
     lb_check_status(L, lm_item(t, &v));
-    if (t->dtype == LM_I64 || t->dtype == LM_U8) lua_pushinteger(L, (lua_Integer)v);
+    /* An integer is read from the element itself (lm_data points at it whatever the strides):
+     * through the double, values beyond 2^53 would be rounded. */
+    if (t->storage->device == LM_CPU && (t->dtype == LM_I64 || t->dtype == LM_U8)) {
+        push_element(L, t, lm_data(t));
+        return 1;
+    }
+    lua_Integer i;
+    if (!lm_dtype_is_float(t->dtype) && lua_numbertointeger(v, &i)) lua_pushinteger(L, i);
     else lua_pushnumber(L, v);
     return 1;
 }
@@ -475,13 +546,14 @@ static int l_item(lua_State *L)
 static int l_tobytes(lua_State *L)
 {
     lm_tensor *t = lb_check(L, 1);
+    /* The buffer Lua owns is reserved before the contiguous copy exists: reserving may raise,
+     * and nothing that could raise runs while c is held. */
+    size_t n = lm_nbytes(t);
+    luaL_Buffer b;
+    char *dst = luaL_buffinitsize(L, &b, n);
     lm_tensor *c = lm_contiguous(t);
     if (!c) return lb_fail(L);
-    /* lua_pushlstring may raise: copy into a buffer Lua owns first. */
-    luaL_Buffer b;
-    char *dst = luaL_buffinitsize(L, &b, lm_nbytes(c));
-    memcpy(dst, lm_data(c), lm_nbytes(c));
-    size_t n = lm_nbytes(c);
+    memcpy(dst, lm_data(c), n);
     lm_release(c);
     luaL_pushresultsize(&b, n);
     return 1;
@@ -501,13 +573,18 @@ static int l_frombytes(lua_State *L)
     } else {
         ndim = lb_check_shape(L, 3, shape, NULL, false);
     }
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    if ((size_t)n * lm_dtype_size(dt) != len) {
+    /* The byte count of the shape, capped at len + 1 so that it cannot overflow. */
+    size_t need = lm_dtype_size(dt);
+    bool empty = false;
+    for (int i = 0; i < ndim; i++) empty = empty || shape[i] == 0;
+    for (int i = 0; i < ndim && !empty; i++)
+        need = need > len / (size_t)shape[i] ? len + 1 : need * (size_t)shape[i];
+    if (empty) need = 0;
+    if (need != len) {
         char buf[96];
         lm_shape_str(ndim, shape, buf, sizeof buf);
-        return luaL_error(L, "frombytes: %d bytes do not make a %s tensor of shape %s (%d bytes)",
-                          (int)len, lm_dtype_name(dt), buf, (int)(n * (int64_t)lm_dtype_size(dt)));
+        return luaL_error(L, "frombytes: %I bytes do not make a %s tensor of shape %s",
+                          (lua_Integer)len, lm_dtype_name(dt), buf);
     }
     lb_box *box = lb_newbox(L);
     lb_setbox(L, box, lm_from_data(s, dt, ndim, shape));
@@ -533,9 +610,13 @@ static int l_size(lua_State *L)
         push_shape(L, t);
         return 1;
     }
-    int64_t s = lm_size(t, (int)luaL_checkinteger(L, 2));
-    if (s < 0) return lb_fail(L);
-    lua_pushinteger(L, s);
+    lua_Integer d = luaL_checkinteger(L, 2);
+    if (d < -t->ndim || d >= t->ndim || t->ndim == 0) {
+        char buf[96];
+        return luaL_error(L, "size: dim %I is out of range for a tensor of shape %s (%d dims)", d,
+                          lm_shape_str(t->ndim, t->shape, buf, sizeof buf), t->ndim);
+    }
+    lua_pushinteger(L, lm_size(t, (int)d));
     return 1;
 }
 
@@ -601,11 +682,7 @@ static int t_tostring(lua_State *L)
         lua_pushliteral(L, "tensor(<closed>)");
         return 1;
     }
-    char *s = lm_to_string(box->t);
-    if (!s) return lb_fail(L);
-    lua_pushstring(L, s); /* on a memory error here s leaks; Lua is then out of memory anyway */
-    free(s);
-    return 1;
+    return lb_push_cstring(L, lm_to_string(box->t));
 }
 
 static int t_len(lua_State *L)
@@ -689,7 +766,7 @@ static int t_newindex(lua_State *L)
 /* lm.isatty(fd=1): whether a file descriptor is a terminal (for progress bars). */
 static int l_isatty(lua_State *L)
 {
-    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)) == 1);
+    lua_pushboolean(L, isatty(lua_isnoneornil(L, 1) ? 1 : lb_check_int(L, 1)) == 1);
     return 1;
 }
 
@@ -717,9 +794,15 @@ static uint64_t splitmix64(uint64_t *s)
  * which advances it (so checkpoints, which save the engine RNG state, replay it). */
 static int l_randperm(lua_State *L)
 {
+    static const char *const keys[] = {"seed", NULL};
     lua_Integer n = luaL_checkinteger(L, 1);
     if (n < 0) return luaL_argerror(L, 1, "n must be >= 0");
-    int opts = lb_opts(L, 2) ? 2 : 0;
+    int opts = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        if (!lb_opts(L, 2)) return luaL_argerror(L, 2, "options table expected");
+        lb_check_keys(L, 2, keys);
+        opts = 2;
+    }
     uint64_t state;
     if (lb_opt_has(L, opts, "seed")) {
         state = (uint64_t)lb_opt_int(L, opts, "seed", 0);

@@ -283,6 +283,10 @@ do
     "bad object")
   T.errors(function() lm.checkpoint.save(ckpt, {model = model, extra = {f = print}}) end,
     "cannot store info.extra.f", "a function in the info")
+  T.errors(function() lm.checkpoint.save(ckpt, {model = model, extra = {[true] = 1}}) end,
+    "cannot store info.extra: keys must be strings or integers, got true", "a boolean key in the info")
+  T.errors(function() lm.save(model, mpath, {metdata = {}}) end,
+    "lm.save: unknown option 'metdata' (known: metadata)", "lm.save: a misspelt option")
   T.errors(function() lm.save(model, "/nonexistent/dir/out.safetensors") end,
     "/nonexistent/dir/out.safetensors", "unwritable path named")
 end

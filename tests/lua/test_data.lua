@@ -287,6 +287,22 @@ for _, _, yb in tt:batches() do T.close(yb, lm.tensor{1, 1}, 0,
   "DataLoader: target_transform") break end
 T.errors(function() data.DataLoader(fds, {transform = 3}) end, "transform must be a function",
   "DataLoader: bad transform")
+T.errors(function() TF.Compose{TF.Normalize(0, 1), 3} end, "transform 2 is a number, not callable",
+  "Compose: a non-callable transform")
+
+-- Errors found deep inside the library (class.lua's __index, the dataset, the loader) are
+-- reported at the user's line.
+do
+  local script = arg[0]:match("[^/]+$")
+  local line = debug.getinfo(1, "l").currentline + 1
+  local ok, err = pcall(function() return ds[0] end)
+  T.ok(not ok and tostring(err):find(script .. ":" .. line .. ": TensorDataset", 1, true) ~= nil,
+    "ds[0]: the error names the user's line")
+  line = debug.getinfo(1, "l").currentline + 1
+  ok, err = pcall(function() local _ = data.DataLoader(fds, {batch_size = 0}) end)
+  T.ok(not ok and tostring(err):find(script .. ":" .. line .. ": DataLoader", 1, true) ~= nil,
+    "DataLoader: the error names the user's line")
+end
 
 -- ---- CSV ----------------------------------------------------------------------------------
 

@@ -475,6 +475,94 @@ do
     "a grandchild called directly gets its full path")
 end
 
+-- The common transformer loop: the blocks of a ModuleList called from the list's parent. Each
+-- block finds its path through its parent links (not by searching the tree at every call).
+do
+  local Block = nn.Module:extend("ScopeBlock")
+  function Block:__init()
+    nn.Module.__init(self)
+    self.fc = nn.Linear(2, 2)
+  end
+  function Block:forward(x) return self.fc(x):relu() end
+  local Stack = nn.Module:extend("ScopeStack")
+  function Stack:__init(n)
+    nn.Module.__init(self)
+    local blocks = {}
+    for i = 1, n do blocks[i] = Block() end
+    self.layers = nn.ModuleList(blocks)
+  end
+  function Stack:forward(x)
+    for _, block in ipairs(self.layers) do x = block(x) end
+    return x
+  end
+
+  local N = 200
+  local stack = Stack(N)
+  local json = lm.graph_json(stack(lm.randn(1, 2):requires_grad_()):sum())
+  local linear_scopes, relu_scopes, wrong = {}, {}, 0
+  for op, scope in json:gmatch('"op":"(%w+)"[^}]*"scope":"([^"]*)"') do
+    if op == "linear" then
+      linear_scopes[#linear_scopes + 1] = scope
+    elseif op == "relu" then
+      relu_scopes[#relu_scopes + 1] = scope
+    end
+  end
+  for i = 1, N do
+    if linear_scopes[i] ~= "layers." .. (i - 1) .. ".fc" then wrong = wrong + 1 end
+    if relu_scopes[i] ~= "layers." .. (i - 1) then wrong = wrong + 1 end
+  end
+  T.ok(#linear_scopes == N and #relu_scopes == N and wrong == 0,
+    "ModuleList of 200 blocks called in a loop: every node has its block's scope")
+  if wrong > 0 then T.diag(table.concat(linear_scopes, " ", 1, math.min(5, #linear_scopes))) end
+
+  -- Replacing a child moves the path to the new module; the old one is in no tree any more
+  -- and works under its caller's scope.
+  local old, new = stack.layers[1], Block()
+  stack.layers["0"] = new
+  local Caller = nn.Module:extend("ScopeCaller")
+  function Caller:__init(s, o)
+    nn.Module.__init(self)
+    self.stack = s
+    rawset(self, "loose", o)
+  end
+  function Caller:forward(x) return self.loose(self.stack.layers[1](x)) end
+  local caller = Caller(stack, old)
+  local cj = lm.graph_json(caller(lm.randn(1, 2):requires_grad_()):sum())
+  T.ok(cj:find('"op":"linear"[^}]*"scope":"stack.layers.0.fc"') ~= nil,
+    "a replacement child gets the slot's path")
+  T.ok(cj:find('"op":"linear"[^}]*"scope":"fc"') ~= nil,
+    "a module removed from the tree runs under its caller's scope")
+
+  -- A module shared by two parents, called from above both, gets a path that exists.
+  local shared = nn.Linear(2, 2)
+  local Two = nn.Module:extend("ScopeTwo")
+  function Two:__init()
+    nn.Module.__init(self)
+    self.a = nn.Sequential {shared}
+    self.b = nn.Sequential {shared}
+  end
+  function Two:forward(x) return self.b[1](x) end
+  local sj = lm.graph_json(Two()(lm.randn(1, 2):requires_grad_()):sum())
+  T.ok(sj:find('"op":"linear"[^}]*"scope":"a.0"') ~= nil, "a shared module gets its first path")
+  -- Detaching it from its first parent leaves the second path, found by search.
+  local two = Two()
+  two.a = nil
+  local dj = lm.graph_json(two(lm.randn(1, 2):requires_grad_()):sum())
+  T.ok(dj:find('"op":"linear"[^}]*"scope":"b.0"') ~= nil,
+    "a shared module left in one parent gets that parent's path")
+
+  -- A registration cycle (a module registered below its own child) does not hang the lookup.
+  local A, B = nn.Sequential {nn.Linear(2, 2)}, nn.Sequential()
+  A:append(B)
+  B:append(A)
+  local Outer = nn.Module:extend("ScopeOuter")
+  function Outer:__init() nn.Module.__init(self); self.top = A end
+  function Outer:forward(x) return self.top[1](x) end
+  local oj = lm.graph_json(Outer()(lm.randn(1, 2):requires_grad_()):sum())
+  T.ok(oj:find('"op":"linear"[^}]*"scope":"top.0"') ~= nil,
+    "a registration cycle: paths still found")
+end
+
 -- ---- printing --------------------------------------------------------------------------------
 
 do
@@ -561,7 +649,7 @@ do
     "got -3", "Linear(-3, 2)")
   T.errors(function() nn.Linear("a", 2) end, 'in_features must be a positive integer, got "a"',
     "Linear with a string size")
-  T.errors(function() nn.Linear(2, 2, {bais = false}) end, 'Linear: unknown option "bais"',
+  T.errors(function() nn.Linear(2, 2, {bais = false}) end, "Linear: unknown option 'bais'",
     "an unknown option is named")
   T.errors(function() nn.Conv2d(3, 4, 3)(lm.zeros(1, 2, 5, 5)) end,
     "Conv2d: expected 3 input channels", "Conv2d with the wrong channel count")
@@ -800,6 +888,54 @@ do
   T.ok(#h.loss == 1, "fit takes a loss module")
 end
 
+-- ---- forward options built once ---------------------------------------------------------------
+-- Conv, pooling and loss modules pass the same options table to their op at every call; a
+-- reassigned attribute is still honoured.
+do
+  local conv = nn.Conv2d(2, 3, 3, {padding = 1})
+  local x = lm.randn(1, 2, 8, 8)
+  T.is(shape(conv(x)), "1,3,8,8", "Conv2d forward")
+  local first = rawget(conv, "_op_options")
+  conv(x)
+  T.ok(first ~= nil and rawequal(rawget(conv, "_op_options"), first),
+    "Conv2d: the op's options table is reused across calls")
+  conv.stride = {2, 2}
+  T.is(shape(conv(x)), "1,3,4,4", "Conv2d: a reassigned stride takes effect")
+  T.close(conv(x), lm.conv2d(x, conv.weight, conv.bias, {stride = 2, padding = 1}), 0,
+    "Conv2d: output with the new stride equals the functional op's")
+  conv.padding[1], conv.padding[2] = 0, 0
+  T.is(shape(conv(x)), "1,3,3,3", "Conv2d: a padding changed in place takes effect")
+
+  local pool = nn.MaxPool2d(2)
+  T.is(shape(pool(x)), "1,2,4,4", "MaxPool2d forward")
+  pool.return_indices = true
+  local v, idx = pool(x)
+  T.ok(v ~= nil and idx ~= nil and idx.dtype == "i64", "MaxPool2d: return_indices set later")
+  local avg = nn.AvgPool2d(2, {padding = 1})
+  local a1 = avg(x)
+  avg.count_include_pad = false
+  T.close(avg(x), lm.avg_pool2d(x, 2, {padding = 1, count_include_pad = false}), 0,
+    "AvgPool2d: count_include_pad set later")
+  T.ok(shape(a1) == "1,2,5,5", "AvgPool2d forward")
+
+  local tr = nn.ConvTranspose2d(2, 2, 3, {stride = 2, output_padding = 1})
+  T.is(shape(tr(x)), "1,2,18,18", "ConvTranspose2d forward with output_padding")
+
+  local crit = nn.MSELoss()
+  local p, t = lm.randn(4, 3), lm.randn(4, 3)
+  T.close(crit(p, t), lm.mse_loss(p, t), 0, "MSELoss forward")
+  crit.reduction = "sum"
+  T.close(crit(p, t), lm.mse_loss(p, t, {reduction = "sum"}), 0,
+    "MSELoss: a reassigned reduction takes effect")
+  local w = lm.tensor{1.0, 2.0, 3.0}
+  local ce = nn.CrossEntropyLoss()
+  local labels = lm.tensor{0, 2, 1, 1}
+  ce(p, labels)
+  ce.weight = w
+  T.close(ce(p, labels), lm.cross_entropy(p, labels, {weight = w}), 0,
+    "CrossEntropyLoss: a weight buffer assigned later takes effect")
+end
+
 -- ---- dtype conversion ------------------------------------------------------------------------
 do
   local m = nn.Sequential {nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 4, {bias = false})}
@@ -820,6 +956,40 @@ do
   T.ok(rawequal(tied[1].weight, tied[2].weight) and #tied:parameters() == 1, "double(): a shared parameter stays shared")
   T.is(tied:float()[1].weight.dtype, "f32", "float() converts back and returns the module")
   T.errors(function() m:to("i64") end, 'dtype must be "f32" or "f64"', "to(): integer dtypes are refused")
+end
+
+-- to() converts in place (PyTorch swaps param.data): an optimizer made before the conversion
+-- keeps training the module, and references to parameters and buffers stay valid.
+do
+  lm.manual_seed(5)
+  local lin = nn.Linear(3, 2)
+  local opt = lm.optim.SGD(lin:parameters(), {lr = 0.1})
+  local w = lin.weight
+  lin(lm.randn(4, 3)):sum():backward()
+  lin:double()
+  T.ok(rawequal(lin.weight, w) and w.dtype == "f64" and w.requires_grad and w.is_leaf,
+    "double(): a parameter keeps its identity, becomes f64 and still requires grad")
+  T.ok(w.grad == nil, "double(): the old-dtype gradient is dropped")
+  local before = w:clone()
+  opt:zero_grad()
+  lin(lm.randn(4, 3, {dtype = "f64"})):sum():backward()
+  opt:step()
+  T.ok((w - before):abs():max():item() > 0,
+    "an optimizer made before double() still updates the weight")
+  T.close(w, before - w.grad * 0.1, 1e-12, "the step is SGD's on the f64 weight")
+
+  local bn = nn.BatchNorm1d(3)
+  local rm = bn.running_mean
+  bn:double()
+  T.ok(rawequal(bn.running_mean, rm) and rm.dtype == "f64",
+    "double(): a buffer keeps its identity and becomes f64")
+  bn(lm.randn(5, 3, {dtype = "f64"}) + 2)
+  T.ok(rm:min():item() > 0, "the running statistics update through the kept reference")
+  local holder = nn.Identity()
+  holder:register_buffer("derived", lm.ones(2, {requires_grad = true}) * 2)
+  holder:double()
+  T.ok(holder.derived.dtype == "f64" and holder.derived:sum():item() == 4,
+    "double(): a non-leaf buffer is replaced by its converted copy")
 end
 
 T.done()

@@ -263,5 +263,10 @@ T.errors(function() lm.conv2d(img, 3) end, "bad argument #2", "conv2d weight mus
 T.errors(function() lm.cross_entropy(logits, {0, 1}) end, "bad argument #2", "cross_entropy target must be a tensor")
 T.errors(function() lm.dropout(dx, "half") end, "bad argument #2", "dropout p must be a number")
 T.errors(function() lm.dropout(dx, {p = "half"}) end, "bad option 'p' to 'dropout' (number expected", "dropout option type")
+local closed = lm.ones(3)
+closed:free()
+T.errors(function() lm.cross_entropy(logits, lm.tensor{0, 1}, {weight = closed}) end,
+         "bad option 'weight' (tensor was closed)", "a closed tensor in an option is named as closed")
+T.errors(function() lm.linear(dx, closed) end, "tensor was closed", "a closed tensor argument")
 
 T.done()

@@ -418,6 +418,66 @@ T.is(lm.is_grad_enabled(), true, "no_grad(fn) restores the mode after an error")
 lm.set_grad_enabled(false)
 T.is(lm.enable_grad(lm.is_grad_enabled), true, "enable_grad(fn)")
 lm.set_grad_enabled(true)
+local okt, tb = xpcall(function()
+  lm.no_grad(function()
+    local function inner_fail() error("boom") end
+    inner_fail()
+  end)
+end, debug.traceback)
+T.ok(not okt and tb:find("inner_fail", 1, true) ~= nil,
+     "no_grad(fn): a message handler still sees fn's frames (no pcall and rethrow)")
+T.is(lm.is_grad_enabled(), true, "no_grad(fn) restores the mode on the way out of an error")
+local err_obj = {}
+local _, got_obj = pcall(lm.no_grad, function() error(err_obj) end)
+T.ok(got_obj == err_obj, "no_grad(fn): the error value goes on untouched")
+local co = coroutine.wrap(function()
+  return lm.no_grad(function(base)
+    local more = coroutine.yield(lm.is_grad_enabled())
+    return base + more, "done"
+  end, 1)
+end)
+T.is(co(), false, "no_grad(fn): fn may yield, with gradients off")
+local cr1, cr2 = co(41)
+T.ok(cr1 == 42 and cr2 == "done", "no_grad(fn) returns fn's results after a resume")
+T.is(lm.is_grad_enabled(), true, "no_grad(fn) restores the mode after a resumed fn returns")
+T.is(select("#", lm.no_grad(function() end)), 0, "no_grad(fn) of a function returning nothing")
+do
+  local scope = lm.no_grad()
+  T.is(lm.is_grad_enabled(), false, "lm.no_grad() turns gradients off at once, before any <close>")
+  local _ <close> = scope
+end
+T.is(lm.is_grad_enabled(), true, "closing the scope restores the mode")
+
+-- set_data_ (PyTorch's p.data = src) ---------------------------------------------------------------
+local pd = lm.ones(2, {requires_grad = true})
+local holder = {param = pd}
+pd:mul(3):sum():backward()
+local pd_ret = pd:set_data_(lm.tensor({1, 2, 3}, {dtype = "f64"}))
+T.ok(pd_ret == pd, "set_data_ returns self")
+T.ok(holder.param.dtype == "f64" and shape(holder.param) == "3",
+     "every reference to the tensor sees the new data, of another dtype and shape")
+T.ok(holder.param.requires_grad and holder.param.is_leaf and holder.param.grad == nil,
+     "set_data_ keeps requires_grad and drops the gradient")
+holder.param:mul(2):sum():backward()
+T.close(pd.grad, lm.full({3}, 2.0, {dtype = "f64"}), 0, "gradients reach the rebound tensor")
+local sd_src = lm.zeros(2)
+local sd_dst = lm.ones(2)
+sd_dst:set_data_(sd_src)
+sd_src[0] = 5
+T.ok(sd_dst[0]:item() == 5 and not sd_dst.requires_grad, "set_data_ shares src's memory, as p.data = src")
+local srcg = lm.ones(2, {requires_grad = true})
+local sd_det = lm.zeros(2)
+sd_det:set_data_(srcg * 2)
+T.ok(sd_det.is_leaf and not sd_det.requires_grad, "set_data_ takes src detached")
+T.errors(function() (pd * 2):set_data_(lm.ones(1)) end, "set_data_: the tensor (shape [3]) is not a leaf",
+         "set_data_ refuses a non-leaf")
+local opt_w = lm.ones(2, 2, {requires_grad = true})
+local opt = lm.optim.SGD({opt_w}, {lr = 0.5})
+opt_w:set_data_(opt_w:double())
+opt_w:sum():backward()
+opt:step()
+T.ok(opt_w.dtype == "f64" and opt_w:sum():item() == 2,
+     "an optimizer holding the tensor steps the rebound data")
 local guard = lm.no_grad()
 getmetatable(guard).__close(guard)
 getmetatable(guard).__close(guard)
@@ -450,6 +510,54 @@ lm.debug_fail_alloc_after(0)
 T.ok(not okm and tostring(errm):find("out of memory", 1, true), "an allocation failure becomes a Lua error")
 T.close(lm.ones(3):sum(), 3, 0, "the engine works after an allocation failure")
 
+-- integers beyond 2^53 are exact -----------------------------------------------------------------
+local big = (1 << 53) + 1
+local function first(t) return t:totable()[1] end
+T.is(first(lm.full({2}, math.maxinteger)), math.maxinteger, "full with a large integer")
+T.is(first(lm.full_like(lm.zeros(2, {dtype = "i64"}), big)), big, "full_like with a large integer")
+T.is(first(lm.zeros(2, {dtype = "i64"}):fill_(big)), big, "fill_ with a large integer")
+T.is(first(lm.zeros(2, {dtype = "i64"}):fill_(lm.tensor(big))), big, "fill_ with a one-element i64 tensor")
+T.is(first(lm.zeros(2, {dtype = "i64"}):copy_(big)), big, "copy_ of a large integer")
+local bt = lm.tensor{big, 1}
+T.is(first(bt + big), 2 * big, "i64 + large integer")
+T.is(first(big - bt), 0, "large integer - i64")
+T.is(lm.sub(bt, big, {alpha = 1}):totable()[2], 1 - big, "sub with a large integer")
+T.ok(first(bt:eq(big)) == 1 and first(bt:eq(big - 1)) == 0, "eq with a large integer")
+T.ok(first(bt:lt(big + 1)) == 1 and first(bt:gt(big - 1)) == 1, "lt / gt with a large integer")
+T.is(first(lm.maximum(lm.tensor{0}, big)), big, "maximum with a large integer")
+T.is(first(lm.tensor{1, 2}:add_(big)), big + 1, "add_ of a large integer")
+T.is(first(lm.tensor{big, 2}:mul_(1)), big, "mul_ of an i64 tensor stays exact")
+T.is(first(lm.masked_fill(lm.zeros(2, {dtype = "i64"}), lm.tensor{true, false}, big)), big,
+     "masked_fill with a large integer")
+T.is(first(lm.zeros(2, {dtype = "i64"}):masked_fill_(lm.tensor{true, false}, big)), big,
+     "masked_fill_ with a large integer")
+T.is(first(lm.where(lm.tensor{true, false}, big, 0)), big, "where with a large integer")
+T.is(first(lm.zeros(1, {dtype = "f64"}) + big), 2.0 ^ 53, "a float tensor rounds a large integer as a double would")
+
+-- fault injection: every engine allocation of an indexing path fails in turn -------------------
+local function inject(name, fn)
+  local clean = true
+  for n = 1, 40 do
+    lm.debug_fail_alloc_after(n)
+    local okf, errf = pcall(fn)
+    lm.debug_fail_alloc_after(0)
+    if okf then break end
+    if not tostring(errf):find("out of memory", 1, true) and not tostring(errf):find("memory", 1, true) then
+      clean = false
+      T.diag(name .. ": allocation " .. n .. ": " .. tostring(errf))
+    end
+  end
+  T.ok(clean and pcall(fn), name .. ": each allocation failure is a clean error, and it works after")
+end
+local fm = lm.arange(12):view(3, 4):to("f32")
+inject("t[{{}, idx}]", function() return fm[{{}, lm.tensor{2, -1}}] end)
+inject("t[mask]", function() return fm[fm:gt(4)] end)
+inject("t[idx] = v", function() fm[lm.tensor{0, 2}] = lm.tensor{{1.0, 2, 3, 4}, {5, 6, 7, 8}} end)
+inject("t[mask] = v", function() fm[fm:gt(4)] = lm.arange(5, 12):to("f32") end)
+inject("t[{{}, idx}] = big", function() local i = lm.zeros(2, 2, {dtype = "i64"}); i[{{}, lm.tensor{1}}] = big end)
+inject("tostring", function() return tostring(fm) end)
+inject("tobytes", function() return fm:t():tobytes() end)
+
 -- errors ---------------------------------------------------------------------------------------
 T.errors(function() lm.add("x", a) end, "bad argument #1 to", "wrong type on the left")
 T.errors(function() lm.mul(a, {}) end, "bad argument #2", "wrong type on the right")
@@ -470,5 +578,11 @@ T.errors(function() x:transpose(0, "a") end, "bad argument #2 to 'transpose'", "
 T.errors(function() lm.where(1, a, b) end, "bad argument #1", "where needs a tensor condition")
 T.errors(function() a:copy_("x") end, "tensor or number expected", "copy_ of a string")
 T.errors(function() a:fill_({}) end, "number expected", "fill_ of a table")
+local closed = lm.ones(2)
+closed:free()
+T.errors(function() lm.cat({lm.ones(2), closed}) end, "bad argument #1 to 'cat' (element 2 is a closed tensor)",
+         "cat names the closed element of its list")
+T.errors(function() lm.stack({closed}, 0) end, "element 1 is a closed tensor", "stack likewise")
+T.errors(function() lm.isatty(1 << 32) end, "integer out of range", "isatty: a descriptor beyond an int")
 
 T.done()

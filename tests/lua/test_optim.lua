@@ -347,7 +347,7 @@ do
   T.errors(function() optim.SGD({p}, {lr = -0.1}) end, "SGD: invalid lr -0.1", "negative lr")
   T.errors(function() optim.Adam({p}, {lr = -1}) end, "Adam: invalid lr -1", "Adam negative lr")
   T.errors(function() optim.SGD({p, "w"}, {lr = 0.1}) end,
-    "params[2] in param group 1 is a string, expected a tensor",
+    'params[2] in param group 1 is "w", expected a tensor',
     "a non-tensor in params")
   T.errors(function() optim.SGD({p}, {lr = 0.1, momentun = 0.9}) end, "unknown option 'momentun'",
     "misspelled option")
@@ -580,10 +580,84 @@ do
   set_grad(a, {3, -4})
   optim.clip_grad_value_({a}, 3.5)
   close_list(a.grad:totable(), {3, -3.5}, 0, "clip_grad_value_ clamps")
-  T.errors(function() optim.clip_grad_norm_({a, "b"}, 1) end, "params[2] is a string",
+  T.errors(function() optim.clip_grad_norm_({a, "b"}, 1) end, 'params[2] is "b", expected a tensor',
     "clip_grad_norm_ with a non-tensor")
   T.errors(function() optim.clip_grad_norm_({a}, -1) end, "max_norm must be a number >= 0",
     "negative max_norm")
+end
+
+-- The joint norm is combined from the engine's per-gradient norms (no copies): it must agree
+-- with the norm of all elements summed in f64 here.
+do
+  lm.manual_seed(7)
+  local params, refs = {}, {}
+  for i = 1, 6 do
+    local p = lm.zeros(40 * i, 33, {requires_grad = true})
+    p.grad = lm.randn(40 * i, 33) * (i * 0.5)
+    params[i] = p
+  end
+  local function reference(norm_type)
+    if norm_type == math.huge then
+      local m = 0
+      for _, p in ipairs(params) do m = math.max(m, p.grad:double():abs():max():item()) end
+      return m
+    end
+    local sum = 0
+    for _, p in ipairs(params) do
+      sum = sum + (p.grad:double():abs() ^ norm_type):sum():item()
+    end
+    return sum ^ (1 / norm_type)
+  end
+  for _, norm_type in ipairs({2, 1, 3, 0.5, math.huge}) do
+    refs[norm_type] = reference(norm_type)
+    local got = optim.clip_grad_norm_(params, 1e30, {norm_type = norm_type})
+    local rel = math.abs(got - refs[norm_type]) / refs[norm_type]
+    if not (rel <= 1e-6) then
+      T.diag(string.format("got %.17g, f64 %.17g", got, refs[norm_type]))
+    end
+    T.ok(rel <= 1e-6, "clip_grad_norm_ of f32 grads matches the f64 norm (norm_type "
+      .. tostring(norm_type) .. ")")
+  end
+  local total = optim.clip_grad_norm_(params, 1.0)
+  T.close(total, refs[2], refs[2] * 1e-6, "clip_grad_norm_ returns the norm before clipping")
+  T.close(reference(2), 1.0, 1e-5, "after clipping the joint norm is max_norm")
+
+  local q = lm.zeros(3, {requires_grad = true})
+  q.grad = lm.tensor{1, 0 / 0, 2}
+  T.errors(function()
+    optim.clip_grad_norm_({q}, 1, {norm_type = math.huge, error_if_nonfinite = true})
+  end, "gradients is nan", "error_if_nonfinite sees a NaN in the inf-norm")
+  q.grad = lm.tensor{1, math.huge, 2}
+  T.errors(function() optim.clip_grad_norm_({q}, 1, {error_if_nonfinite = true}) end,
+    "gradients is inf", "error_if_nonfinite sees an infinite gradient")
+  T.errors(function() optim.clip_grad_norm_({q}, 1, {norm = 2}) end, "unknown option 'norm'",
+    "clip_grad_norm_: a misspelt option is refused")
+end
+
+-- ---- error positions ----------------------------------------------------------------------------
+
+-- A bad call is reported at the user's line even when the user's script lives in a directory
+-- named lumen/ (the default name of a clone): the library recognises its own files by their
+-- directory, not by a "lumen/" in the path.
+do
+  local exe = arg[-1]
+  local root = os.tmpname()
+  os.remove(root)
+  local dir = root .. "/lumen/proj"
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  local script = dir .. "/bad_sgd.lua"
+  local f = assert(io.open(script, "w"))
+  f:write('local lm = require "lumen"\n',
+          'local p = lm.zeros(2, {requires_grad = true})\n',
+          'local opt = lm.optim.SGD({p}, {lr = -1})\n')
+  f:close()
+  local pipe = assert(io.popen("'" .. exe .. "' '" .. script .. "' 2>&1"))
+  local out = pipe:read("a")
+  pipe:close()
+  T.ok(out:find("bad_sgd.lua:3: SGD: invalid lr -1", 1, true) ~= nil,
+    "an error in a script under a lumen/ directory names the script's line")
+  if not out:find("bad_sgd.lua:3:", 1, true) then T.diag(out) end
+  os.execute("rm -rf '" .. root .. "'")
 end
 
 T.done()

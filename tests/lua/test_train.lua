@@ -235,6 +235,62 @@ local hb = bin:fit(rx, by, quiet{epochs = 6, batch_size = 16, lr = 0.02, loss = 
 T.ok(hb.auc[6] > 0.9 and hb.accuracy[6] > 0.8, string.format(
   "fit: binary with logits, accuracy %.3f, auc %.3f", hb.accuracy[6], hb.auc[6]))
 
+-- Binary outputs that are probabilities: accuracy must threshold them at 0.5, not at 0, after
+-- "bce", an nn.BCELoss module, or a user loss with from_logits = false.
+do
+  local nn = lm.nn
+  -- Probabilities of the sign of the first coordinate, exact on every sample of rx.
+  local Oracle = Module:extend("Oracle")
+  function Oracle:__init()
+    Module.__init(self)
+    self.scale = lm.tensor({10.0}):requires_grad_()
+  end
+  function Oracle:forward(xb) return lm.sigmoid(xb:narrow(1, 0, 1) * self.scale) end
+  local oracle = Oracle()
+  local positives = by:mean():item()
+  local function acc_with(opts)
+    opts.metrics = {"accuracy"}
+    return oracle:evaluate(data.TensorDataset(rx, by), opts).accuracy
+  end
+  T.is(acc_with{loss = "bce"}, 1.0, "evaluate: \"bce\" thresholds probabilities at 0.5")
+  T.is(acc_with{loss = nn.BCELoss()}, 1.0, "evaluate: an nn.BCELoss module counts as \"bce\"")
+  local function user_bce(out, yb) return lm.binary_cross_entropy(out, yb:reshape(out.shape)) end
+  T.close(acc_with{loss = user_bce}, positives, 1e-12,
+    "evaluate: a user loss defaults to logits (every probability > 0 is positive)")
+  T.is(acc_with{loss = user_bce, from_logits = false}, 1.0,
+    "evaluate: from_logits = false thresholds a user loss's outputs at 0.5")
+  T.is(acc_with{metrics = {"accuracy"}, from_logits = false}, 1.0,
+    "evaluate: from_logits without a loss")
+
+  local Prob = Module:extend("Prob")
+  function Prob:__init()
+    Module.__init(self)
+    self.net = MLP(3, 8, 1)
+  end
+  function Prob:forward(xb) return lm.sigmoid(self.net(xb)) end
+  local function fit_prob(loss, extra)
+    lm.manual_seed(21)
+    local opts = quiet{epochs = 6, batch_size = 16, lr = 0.02, loss = loss,
+      metrics = {"accuracy"}, seed = 1}
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return Prob():fit(rx, by, opts)
+  end
+  local h_name = fit_prob("bce")
+  local h_module = fit_prob(nn.BCELoss())
+  T.ok(h_name.accuracy[6] > 0.8, string.format("fit: \"bce\" on probabilities, accuracy %.3f",
+    h_name.accuracy[6]))
+  T.ok(h_module.loss[6] == h_name.loss[6] and h_module.accuracy[6] == h_name.accuracy[6],
+    "fit: nn.BCELoss() trains and scores as \"bce\" ([N] targets for [N,1] outputs included)")
+  local h_user = fit_prob(user_bce, {from_logits = false})
+  T.ok(h_user.accuracy[6] == h_name.accuracy[6],
+    "fit: a user loss on probabilities with from_logits = false scores as \"bce\"")
+  T.errors(function() fit_prob("bce", {from_logits = true}) end,
+    "from_logits = true contradicts the loss \"bce\", which takes probabilities",
+    "fit: from_logits contradicting the loss")
+  T.errors(function() fit_prob(user_bce, {from_logits = "no"}) end,
+    'from_logits must be true or false, got "no"', "fit: from_logits must be a boolean")
+end
+
 -- ---- metrics on hand-made examples ------------------------------------------------------
 
 T.close(metrics.auc(lm.tensor{0.1, 0.4, 0.35, 0.8}, lm.tensor{0, 0, 1, 1}), 0.75, 1e-12,
@@ -353,7 +409,7 @@ T.errors(function() m:fit(train_ds, quiet{loss = "hinge"}) end, "unknown loss \"
   "fit: unknown loss")
 T.errors(function() m:fit(train_ds, quiet{metrics = {"f1"}}) end, "unknown metric \"f1\"",
   "fit: unknown metric")
-T.errors(function() m:fit(train_ds, quiet{epoch = 3}) end, "unknown option epoch",
+T.errors(function() m:fit(train_ds, quiet{epoch = 3}) end, "unknown option 'epoch'",
   "fit: unknown option")
 T.errors(function() m:fit(train_ds, quiet{optimizer = "lbfgs"}) end, "unknown optimizer \"lbfgs\"",
   "fit: unknown optimizer")

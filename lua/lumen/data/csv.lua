@@ -13,7 +13,7 @@ local dataset = require "lumen.data.dataset"
 
 local M = {}
 
-local raise = dataset.raise
+local raise = require("lumen.util").raise
 
 -- The 0-based position of the target column among ncols.
 local function target_column(path, target, names, ncols)

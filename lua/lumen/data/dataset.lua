@@ -24,25 +24,8 @@ local class = require "lumen.class"
 
 local M = {}
 
-local is_tensor = lm.is_tensor
-
--- Raises msg at the first stack frame outside the lumen library files, so an error found deep
--- inside data, metrics or train points at the user's line. Shared by those modules.
-local function raise(msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info then break end
-    if info.what ~= "C" and not (info.source or ""):find("lumen/[%w_/]+%.lua$") then break end
-    level = level + 1
-  end
-  error(msg, level)
-end
-M.raise = raise
-
-local function shape_str(t)
-  return "[" .. table.concat(t.shape, ",") .. "]"
-end
+local util = require "lumen.util"
+local is_tensor, raise, shape_str = util.is_tensor, util.raise, util.shape_str
 
 -- A method or field of ds found without triggering its __getitem (a user's __getitem may raise
 -- for keys that are not sample numbers).

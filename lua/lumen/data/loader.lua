@@ -25,7 +25,8 @@ local dataset = require "lumen.data.dataset"
 
 local DataLoader = class("DataLoader")
 
-local is_tensor, raise = lm.is_tensor, dataset.raise
+local util = require "lumen.util"
+local is_tensor, raise = util.is_tensor, util.raise
 
 -- A 64-bit mixer (splitmix64's finaliser; Lua integers wrap on overflow), so nearby seeds and
 -- epochs give unrelated permutation seeds.
@@ -42,12 +43,8 @@ local function epoch_seed(seed, e)
 end
 
 local function check_function(name, v)
-  if v ~= nil and type(v) ~= "function" then
-    local mt = getmetatable(v)
-    if not (type(mt) == "table" and mt.__call) then
-      raise(string.format("DataLoader: %s must be a function or callable, got %s",
-        name, type(v)))
-    end
+  if v ~= nil and not util.is_callable(v) then
+    raise(string.format("DataLoader: %s must be a function or callable, got %s", name, type(v)))
   end
   return v
 end

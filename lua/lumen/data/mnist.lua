@@ -14,7 +14,7 @@ local dataset = require "lumen.data.dataset"
 
 local M = {}
 
-local raise = dataset.raise
+local raise = require("lumen.util").raise
 
 -- Debian's dataset-fashion-mnist package.
 M.FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -14,15 +14,12 @@
 -- whose deviation is 0 get 1, so constant inputs map to 0 instead of NaN.
 local lm = require "lumen.core"
 local class = require "lumen.class"
-local dataset = require "lumen.data.dataset"
 
 local M = {}
 
-local is_tensor, raise = lm.is_tensor, dataset.raise
-
-local function shape_str(t)
-  return "[" .. table.concat(t.shape, ",") .. "]"
-end
+local util = require "lumen.util"
+local is_tensor, raise, shape_str, is_callable = util.is_tensor, util.raise, util.shape_str,
+  util.is_callable
 
 -- A 1-D f64 tensor from a number, a sequence or a tensor.
 local function to_vector(name, what, v)
@@ -107,12 +104,6 @@ function Normalize:__tostring()
 end
 
 -- ---- Compose, Lambda ----------------------------------------------------------------------
-
-local function is_callable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return type(mt) == "table" and mt.__call ~= nil
-end
 
 local Compose = class("Compose")
 M.Compose = Compose

@@ -200,6 +200,10 @@ end
 
 local conv_names = {"stride", "padding", "dilation", "groups", "bias", "padding_mode", "dtype"}
 
+-- The fields each forward passes to its op as options (util.forward_options).
+local conv_op_keys = {"stride", "padding", "dilation", "groups"}
+local transposed_op_keys = {"stride", "padding", "output_padding", "groups", "dilation"}
+
 -- Conv1d(in_channels, out_channels, kernel_size, stride = 1, padding = 0, dilation = 1,
 -- groups = 1, bias = true): x [N, C, L] or [C, L].
 local Conv1d = class("Conv1d", Module)
@@ -215,8 +219,7 @@ Conv1d.extra_repr = conv_repr
 
 function Conv1d:forward(x)
   local xb, unbatched = conv_input(self, "Conv1d", 1, x)
-  local y = lm.conv1d(xb, self.weight, self.bias, {stride = self.stride,
-    padding = self.padding, dilation = self.dilation, groups = self.groups})
+  local y = lm.conv1d(xb, self.weight, self.bias, util.forward_options(self, conv_op_keys))
   if unbatched then return y:squeeze(0) end
   return y
 end
@@ -237,8 +240,7 @@ Conv2d.extra_repr = conv_repr
 
 function Conv2d:forward(x)
   local xb, unbatched = conv_input(self, "Conv2d", 2, x)
-  local y = lm.conv2d(xb, self.weight, self.bias, {stride = self.stride,
-    padding = self.padding, dilation = self.dilation, groups = self.groups})
+  local y = lm.conv2d(xb, self.weight, self.bias, util.forward_options(self, conv_op_keys))
   if unbatched then return y:squeeze(0) end
   return y
 end
@@ -260,9 +262,8 @@ ConvTranspose2d.extra_repr = conv_repr
 
 function ConvTranspose2d:forward(x)
   local xb, unbatched = conv_input(self, "ConvTranspose2d", 2, x)
-  local y = lm.conv_transpose2d(xb, self.weight, self.bias, {stride = self.stride,
-    padding = self.padding, output_padding = self.output_padding, groups = self.groups,
-    dilation = self.dilation})
+  local y = lm.conv_transpose2d(xb, self.weight, self.bias,
+    util.forward_options(self, transposed_op_keys))
   if unbatched then return y:squeeze(0) end
   return y
 end
@@ -295,10 +296,11 @@ function MaxPool2d:__init(kernel_size, ...)
   self.ceil_mode = util.boolean("MaxPool2d", "ceil_mode", o.ceil_mode, 3)
 end
 
+local max_pool_op_keys = {"stride", "padding", "dilation", "ceil_mode", "return_indices"}
+
 function MaxPool2d:forward(x)
   input_tensor("MaxPool2d", x)
-  return lm.max_pool2d(x, self.kernel_size, {stride = self.stride, padding = self.padding,
-    dilation = self.dilation, ceil_mode = self.ceil_mode, return_indices = self.return_indices})
+  return lm.max_pool2d(x, self.kernel_size, util.forward_options(self, max_pool_op_keys))
 end
 
 function MaxPool2d:extra_repr()
@@ -324,10 +326,11 @@ function AvgPool2d:__init(kernel_size, ...)
   self.count_include_pad = util.boolean("AvgPool2d", "count_include_pad", o.count_include_pad, 3)
 end
 
+local avg_pool_op_keys = {"stride", "padding", "ceil_mode", "count_include_pad"}
+
 function AvgPool2d:forward(x)
   input_tensor("AvgPool2d", x)
-  return lm.avg_pool2d(x, self.kernel_size, {stride = self.stride, padding = self.padding,
-    ceil_mode = self.ceil_mode, count_include_pad = self.count_include_pad})
+  return lm.avg_pool2d(x, self.kernel_size, util.forward_options(self, avg_pool_op_keys))
 end
 
 function AvgPool2d:extra_repr()

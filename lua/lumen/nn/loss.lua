@@ -14,9 +14,10 @@ local M = {}
 
 local REDUCTIONS = {mean = true, sum = true, none = true}
 
--- Makes a loss class. names: constructor options in PyTorch's order; buffers: those of them
--- that are tensors kept as buffers; fn(self, input, target) computes the loss.
-local function loss_class(name, names, defaults, buffers, fn)
+-- Makes a loss class. names: constructor options in PyTorch's order, which are also the
+-- options forward passes to op(input, target, opts); buffers: those of them that are tensors,
+-- kept as buffers. The options table is built once (util.forward_options), not at every call.
+local function loss_class(name, names, defaults, buffers, op)
   local C = class(name, Module)
   M[name] = C
 
@@ -40,7 +41,7 @@ local function loss_class(name, names, defaults, buffers, fn)
   function C:forward(input, target)
     util.check_tensor(name, "input", input, 3)
     util.check_tensor(name, "target", target, 3)
-    return fn(self, input, target)
+    return op(input, target, util.forward_options(self, names))
   end
 
   function C:extra_repr()
@@ -51,40 +52,22 @@ end
 
 loss_class("CrossEntropyLoss", {"weight", "ignore_index", "reduction", "label_smoothing"},
   {ignore_index = -100, reduction = "mean", label_smoothing = 0.0}, {weight = true},
-  function(self, input, target)
-    return lm.cross_entropy(input, target, {weight = self.weight, ignore_index = self.ignore_index,
-      reduction = self.reduction, label_smoothing = self.label_smoothing})
-  end)
+  lm.cross_entropy)
 
 loss_class("NLLLoss", {"weight", "ignore_index", "reduction"},
-  {ignore_index = -100, reduction = "mean"}, {weight = true},
-  function(self, input, target)
-    return lm.nll_loss(input, target, {weight = self.weight, ignore_index = self.ignore_index,
-      reduction = self.reduction})
-  end)
+  {ignore_index = -100, reduction = "mean"}, {weight = true}, lm.nll_loss)
 
-loss_class("MSELoss", {"reduction"}, {reduction = "mean"}, {},
-  function(self, input, target) return lm.mse_loss(input, target, {reduction = self.reduction}) end)
+loss_class("MSELoss", {"reduction"}, {reduction = "mean"}, {}, lm.mse_loss)
 
-loss_class("L1Loss", {"reduction"}, {reduction = "mean"}, {},
-  function(self, input, target) return lm.l1_loss(input, target, {reduction = self.reduction}) end)
+loss_class("L1Loss", {"reduction"}, {reduction = "mean"}, {}, lm.l1_loss)
 
 loss_class("SmoothL1Loss", {"reduction", "beta"}, {reduction = "mean", beta = 1.0}, {},
-  function(self, input, target)
-    return lm.smooth_l1_loss(input, target, {beta = self.beta, reduction = self.reduction})
-  end)
+  lm.smooth_l1_loss)
 
 loss_class("BCELoss", {"weight", "reduction"}, {reduction = "mean"}, {weight = true},
-  function(self, input, target)
-    return lm.binary_cross_entropy(input, target, {weight = self.weight,
-      reduction = self.reduction})
-  end)
+  lm.binary_cross_entropy)
 
 loss_class("BCEWithLogitsLoss", {"weight", "reduction", "pos_weight"}, {reduction = "mean"},
-  {weight = true, pos_weight = true},
-  function(self, input, target)
-    return lm.binary_cross_entropy_with_logits(input, target, {weight = self.weight,
-      pos_weight = self.pos_weight, reduction = self.reduction})
-  end)
+  {weight = true, pos_weight = true}, lm.binary_cross_entropy_with_logits)
 
 return M

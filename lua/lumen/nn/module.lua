@@ -44,11 +44,45 @@ local is_tensor, show = util.is_tensor, util.show
 
 -- ---- ordered registries -------------------------------------------------------------------
 -- keys: names in registration order; vals: name -> value (nil for an empty slot, as PyTorch's
--- None); has: name -> true for every registered name. Modules also keep name_of: child -> its
--- first name, so a child finds its own path in O(1) when called.
+-- None); has: name -> true for every registered name; name_of: value -> its first name here.
+-- A child-module registry also has owner (the module holding it) and keeps the parent links.
 
-local function registry()
-  return {keys = {}, vals = {}, has = {}, name_of = {}}
+local function registry(owner)
+  return {keys = {}, vals = {}, has = {}, name_of = {}, owner = owner}
+end
+
+-- Parent links, so that a called module finds its path in O(depth) (see "calling" below):
+-- parent_of[m] is the module m was registered in (the first that holds it, for a module
+-- registered in several places) and link_name[m] its first name there; slots[m] counts the
+-- registry slots holding m, so a module in no tree is known without a search. Weak, so that
+-- they keep neither a dropped child nor a dropped parent alive. Invariant: the links form no
+-- cycle (a module is never linked below one of its own descendants), so climbing always ends.
+local parent_of = setmetatable({}, {__mode = "kv"})
+local link_name = setmetatable({}, {__mode = "k"})
+local slots = setmetatable({}, {__mode = "k"})
+
+local function is_above(a, m)
+  local c = m
+  while c ~= nil do
+    if c == a then return true end
+    c = parent_of[c]
+  end
+  return false
+end
+
+local function link(r, v)
+  slots[v] = (slots[v] or 0) + 1
+  if parent_of[v] == nil and not is_above(v, r.owner) then
+    parent_of[v], link_name[v] = r.owner, r.name_of[v]
+  end
+end
+
+-- old left the slot k of r: drop its link when the link was that slot.
+local function unlink(r, k, old)
+  slots[old] = slots[old] - 1
+  if parent_of[old] == r.owner and link_name[old] == k then
+    parent_of[old], link_name[old] = nil, nil
+  end
 end
 
 local function reg_set(r, k, v)
@@ -57,15 +91,24 @@ local function reg_set(r, k, v)
     r.keys[#r.keys + 1] = k
   end
   local old = r.vals[k]
-  if old ~= nil and r.name_of[old] == k then r.name_of[old] = nil end
+  if old ~= nil then
+    if r.name_of[old] == k then r.name_of[old] = nil end
+    if r.owner then unlink(r, k, old) end
+  end
   r.vals[k] = v
-  if v ~= nil and r.name_of[v] == nil then r.name_of[v] = k end
+  if v ~= nil then
+    if r.name_of[v] == nil then r.name_of[v] = k end
+    if r.owner then link(r, v) end
+  end
 end
 
 local function reg_del(r, k)
   if not r.has[k] then return end
   local old = r.vals[k]
-  if old ~= nil and r.name_of[old] == k then r.name_of[old] = nil end
+  if old ~= nil then
+    if r.name_of[old] == k then r.name_of[old] = nil end
+    if r.owner then unlink(r, k, old) end
+  end
   r.has[k], r.vals[k] = nil, nil
   for i, name in ipairs(r.keys) do
     if name == k then table.remove(r.keys, i); break end
@@ -99,7 +142,7 @@ end
 function Module:__init()
   rawset(self, "_parameters", registry())
   rawset(self, "_buffers", registry())
-  rawset(self, "_modules", registry())
+  rawset(self, "_modules", registry(self))
   rawset(self, "_non_persistent", {})
   rawset(self, "training", true)
 end
@@ -337,30 +380,39 @@ function Module:requires_grad_(flag)
 end
 
 -- to(dtype) converts floating-point parameters and buffers to "f32" or "f64" (also double() and
--- float()), as PyTorch's module.to(dtype); integer buffers (num_batches_tracked) keep theirs and
--- a shared tensor stays shared. Parameters become new leaf tensors (PyTorch swaps param.data
--- in place), so create the optimizer after converting. Returns the module.
+-- float()), as PyTorch's module.to(dtype): integer buffers (num_batches_tracked) keep theirs, a
+-- shared tensor is converted once. As PyTorch swaps param.data, each tensor is converted in
+-- place (t:set_data_): it keeps its identity and requires_grad, and loses its gradient (of the
+-- old dtype), so an optimizer made before still updates the module's parameters and other
+-- references to them stay valid. Convert before the optimizer's first step, as its state
+-- (momentum, Adam's moments) keeps the old dtype. A registered non-leaf (a tensor computed from
+-- others) cannot be rebound and is replaced by its converted copy instead. Returns the module.
 function Module:to(dtype)
   local who = class.name(self) .. ":to"
   if dtype ~= "f32" and dtype ~= "f64" then
     error(who .. ': dtype must be "f32" or "f64", got ' .. show(dtype), 2)
   end
-  local done = {}
+  -- tensor -> what its slots hold afterwards: itself, or a non-leaf's converted copy.
+  local result = {}
   local function convert(t)
-    if done[t] then return done[t] end
+    if result[t] then return result[t] end
     local c = t
     if (t.dtype == "f32" or t.dtype == "f64") and t.dtype ~= dtype then
-      c = t:detach():to(dtype)
-      if t.requires_grad then c.requires_grad = true end
+      local data = t:detach():to(dtype)
+      if t.is_leaf then t:set_data_(data) else c = data end
     end
-    done[t] = c
+    result[t] = c
     return c
   end
   for _, m in ipairs(self:modules()) do
     local params, buffers = regs(m, who, 2)
     for _, reg in ipairs({params, buffers}) do
       for _, k in ipairs(reg.keys) do
-        if reg.vals[k] ~= nil then reg.vals[k] = convert(reg.vals[k]) end
+        local t = reg.vals[k]
+        if t ~= nil then
+          local c = convert(t)
+          if not rawequal(c, t) then reg_set(reg, k, c) end
+        end
       end
     end
   end
@@ -503,18 +555,34 @@ end
 
 -- ---- calling: forward under the module's graph scope ------------------------------------------
 -- A stack of the modules whose forward is running and their paths. A module called inside its
--- parent's forward is named by the parent's registry; one called from further up the tree is
--- found among the running module's descendants; a module that is not in the tree at all works
--- under its caller's scope. The outermost call has the path "".
+-- parent's forward is named by the parent's registry; one called from further up the tree (a
+-- block of a ModuleList called in its grandparent's loop) is found by climbing its parent links
+-- to the running module, in O(depth); a module shared by several places that are not on its
+-- link chain is searched for among the running module's descendants; a module that is not in
+-- the tree at all works under its caller's scope. The outermost call has the path "".
 
 local running, running_path, saved_scope = {}, {}, {}
 local depth = 0
 
+-- m's path below r by the parent links ("layers.3"), or nil when r is not above m.
+local function linked_path(r, m)
+  local p = parent_of[m]
+  if p == nil then return nil end
+  if p == r then return link_name[m] end
+  local up = linked_path(r, p)
+  return up and up .. "." .. link_name[m]
+end
+
 local function path_in(parent, ppath, m)
+  if m == parent then return ppath end
   local name = rawget(parent, "_modules").name_of[m]
   if name then return join(ppath, name) end
-  for _, e in ipairs(walk(parent, "", {}, {})) do
-    if e[2] == m then return join(ppath, e[1]) end
+  local sub = linked_path(parent, m)
+  if sub then return join(ppath, sub) end
+  if (slots[m] or 0) > 0 then
+    for _, e in ipairs(walk(parent, "", {}, {})) do
+      if e[2] == m then return join(ppath, e[1]) end
+    end
   end
   return ppath
 end

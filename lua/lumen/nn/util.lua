@@ -1,36 +1,20 @@
--- lumen.nn.util: the argument checks and Python-style printing helpers the nn files share.
+-- lumen.nn.util: the argument checks and Python-style printing helpers the nn files share, with
+-- the library-wide helpers of lumen.util (is_tensor, show, shape_str) re-exported.
 -- Every check takes `lvl`, the stack level (seen from the function calling the check) that the
 -- error message should blame: 2 for a plain function's caller, 3 for the user of a class
 -- constructor (user -> class.new -> __init) or of a module call (user -> __call -> forward).
 
-local class = require "lumen.class"
+local base = require "lumen.util"
 
 local util = {}
 
-local tensor_mt_name = "lumen.Tensor"
-
-function util.is_tensor(v)
-  if type(v) ~= "userdata" then return false end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__name == tensor_mt_name
-end
+util.is_tensor, util.show, util.shape_str = base.is_tensor, base.show, base.shape_str
 
 -- A table of keyword options: a plain table (no metatable) without [1], so that a kernel size
 -- {3, 3} or a sequence of modules is never taken for one.
 function util.is_opts(v)
   return type(v) == "table" and getmetatable(v) == nil and v[1] == nil
 end
-
--- A short description of a bad value for error messages.
-function util.show(v)
-  if type(v) == "string" then return string.format("%q", v) end
-  if type(v) == "number" or type(v) == "boolean" or v == nil then return tostring(v) end
-  if util.is_tensor(v) then return "a tensor of shape " .. util.shape_str(v) end
-  if type(v) == "table" and getmetatable(v) ~= nil then return "a " .. class.name(v) end
-  return "a " .. type(v)
-end
-
-function util.shape_str(t) return "[" .. table.concat(t.shape, ",") .. "]" end
 
 -- Arguments given positionally in PyTorch's order and/or as a trailing options table:
 --   util.options("Conv2d", 3, {"stride", "padding"}, {stride = 1, padding = 0}, ...)
@@ -40,17 +24,7 @@ function util.options(who, lvl, names, defaults, ...)
   local args = {...}
   local out = {}
   if n > 0 and util.is_opts(args[n]) then
-    for k, v in pairs(args[n]) do
-      local known = false
-      for _, name in ipairs(names) do
-        if name == k then known = true; break end
-      end
-      if not known then
-        error(string.format("%s: unknown option %s (known: %s)", who, util.show(k),
-          table.concat(names, ", ")), lvl + 1)
-      end
-      out[k] = v
-    end
+    for k, v in pairs(base.check_options(who, args[n], names, lvl + 1)) do out[k] = v end
     n = n - 1
   end
   if n > #names then
@@ -70,6 +44,26 @@ function util.options(who, lvl, names, defaults, ...)
     if out[k] == nil then out[k] = v end
   end
   return out
+end
+
+-- The options table a module's forward passes to its op ({stride = m.stride, ...}, one entry
+-- per name in keys), built at the first call and then reused: a training step allocates nothing
+-- for it. It is rebuilt when one of those fields was reassigned (conv.stride = {2, 2}); fields
+-- holding tables are shared with it, so changing one in place reaches the op too.
+function util.forward_options(m, keys)
+  local o = rawget(m, "_op_options")
+  if o ~= nil then
+    local same = true
+    for i = 1, #keys do
+      local k = keys[i]
+      if o[k] ~= m[k] then same = false; break end
+    end
+    if same then return o end
+  end
+  o = {}
+  for i = 1, #keys do o[keys[i]] = m[keys[i]] end
+  rawset(m, "_op_options", o)
+  return o
 end
 
 local function int_of(v)

@@ -15,30 +15,15 @@
 -- schedulers are not multiplied together as PyTorch's chainable form allows; use SequentialLR to
 -- run them one after another. Resuming needs only last_epoch (state_dict/load_state_dict).
 local class = require "lumen.class"
+local util = require "lumen.util"
 local Optimizer = require "lumen.optim.optimizer"
 
-local raise, copy, describe = Optimizer.raise, Optimizer.copy, Optimizer.describe
+local raise, show, check_options = util.raise, util.show, util.check_options
+local copy = Optimizer.copy
 
 local M = {}
 
 -- ---- argument helpers -------------------------------------------------------------------------
-
--- Reads the trailing options table: only the listed keys are accepted.
-local function read_opts(name, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    raise(string.format("%s: options must be a table, got %s", name, describe(opts)))
-  end
-  local set = {}
-  for _, k in ipairs(allowed) do set[k] = true end
-  for k in pairs(opts) do
-    if not set[k] then
-      raise(string.format("%s: unknown option '%s' (options: %s)", name, tostring(k),
-        table.concat(allowed, ", ")))
-    end
-  end
-  return opts
-end
 
 -- A required positional argument that may also come in the options table:
 -- StepLR(opt, 30) and StepLR(opt, {step_size = 30}).
@@ -51,8 +36,7 @@ end
 
 local function check_positive_int(name, key, v)
   if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
-    raise(string.format("%s: %s must be a positive integer, got %s", name, key,
-      type(v) == "number" and tostring(v) or describe(v)))
+    raise(string.format("%s: %s must be a positive integer, got %s", name, key, show(v)))
   end
   if v <= 0 then
     raise(string.format("%s: %s must be a positive integer, got %s", name, key, tostring(v)))
@@ -62,7 +46,7 @@ end
 
 local function check_number(name, key, v, lo, hi)
   if type(v) ~= "number" then
-    raise(string.format("%s: %s must be a number, got %s", name, key, describe(v)))
+    raise(string.format("%s: %s must be a number, got %s", name, key, show(v)))
   end
   if (lo and not (v >= lo)) or (hi and not (v <= hi)) then
     raise(string.format("%s: %s must be in [%s, %s], got %s", name, key, tostring(lo or "-inf"),
@@ -100,7 +84,7 @@ M.LRScheduler = LRScheduler
 function LRScheduler:__init(optimizer, last_epoch)
   local name = class.name(self)
   if not class.isinstance(optimizer, Optimizer) then
-    raise(string.format("%s: expected an optimizer, got %s", name, describe(optimizer)))
+    raise(string.format("%s: expected an optimizer, got %s", name, show(optimizer)))
   end
   self.optimizer = optimizer
   last_epoch = last_epoch or -1
@@ -192,7 +176,7 @@ M.StepLR = StepLR
 -- StepLR(opt, step_size, {gamma = 0.1, last_epoch = -1})
 function StepLR:__init(optimizer, step_size, opts)
   step_size, opts = positional(step_size, opts, "step_size")
-  opts = read_opts("StepLR", opts, {"step_size", "gamma", "last_epoch"})
+  opts = check_options("StepLR", opts, {"step_size", "gamma", "last_epoch"})
   self.step_size = check_positive_int("StepLR", "step_size", step_size)
   self.gamma = check_number("StepLR", "gamma", opts.gamma == nil and 0.1 or opts.gamma)
   LRScheduler.__init(self, optimizer, opts.last_epoch)
@@ -209,10 +193,10 @@ M.MultiStepLR = MultiStepLR
 
 -- MultiStepLR(opt, {30, 80}, {gamma = 0.1})
 function MultiStepLR:__init(optimizer, milestones, opts)
-  opts = read_opts("MultiStepLR", opts, {"gamma", "last_epoch"})
+  opts = check_options("MultiStepLR", opts, {"gamma", "last_epoch"})
   if type(milestones) ~= "table" then
     raise("MultiStepLR: milestones must be a sequence of increasing integers, got "
-      .. describe(milestones))
+      .. show(milestones))
   end
   self.milestones = {}
   for i, m in ipairs(milestones) do
@@ -240,7 +224,7 @@ M.ExponentialLR = ExponentialLR
 -- ExponentialLR(opt, gamma)
 function ExponentialLR:__init(optimizer, gamma, opts)
   gamma, opts = positional(gamma, opts, "gamma")
-  opts = read_opts("ExponentialLR", opts, {"gamma", "last_epoch"})
+  opts = check_options("ExponentialLR", opts, {"gamma", "last_epoch"})
   self.gamma = check_number("ExponentialLR", "gamma", gamma)
   LRScheduler.__init(self, optimizer, opts.last_epoch)
 end
@@ -259,7 +243,7 @@ M.CosineAnnealingLR = CosineAnnealingLR
 -- CosineAnnealingLR(opt, T_max, {eta_min = 0})
 function CosineAnnealingLR:__init(optimizer, T_max, opts)
   T_max, opts = positional(T_max, opts, "T_max")
-  opts = read_opts("CosineAnnealingLR", opts, {"T_max", "eta_min", "last_epoch"})
+  opts = check_options("CosineAnnealingLR", opts, {"T_max", "eta_min", "last_epoch"})
   self.T_max = check_positive_int("CosineAnnealingLR", "T_max", T_max)
   self.eta_min = check_number("CosineAnnealingLR", "eta_min",
     opts.eta_min == nil and 0 or opts.eta_min)
@@ -280,7 +264,7 @@ M.LinearLR = LinearLR
 
 -- LinearLR(opt, {start_factor = 1/3, end_factor = 1, total_iters = 5})
 function LinearLR:__init(optimizer, opts)
-  opts = read_opts(class.name(self), opts, {"start_factor", "end_factor", "total_iters",
+  opts = check_options(class.name(self), opts, {"start_factor", "end_factor", "total_iters",
     "last_epoch"})
   local name = class.name(self)
   self.start_factor = check_number(name, "start_factor",
@@ -309,7 +293,7 @@ M.LinearWarmup = LinearWarmup
 -- LinearWarmup(opt, warmup_steps, {start_factor = 1 / warmup_steps})
 function LinearWarmup:__init(optimizer, warmup_steps, opts)
   warmup_steps, opts = positional(warmup_steps, opts, "warmup_steps")
-  opts = read_opts("LinearWarmup", opts, {"warmup_steps", "start_factor", "last_epoch"})
+  opts = check_options("LinearWarmup", opts, {"warmup_steps", "start_factor", "last_epoch"})
   warmup_steps = check_positive_int("LinearWarmup", "warmup_steps", warmup_steps)
   self.warmup_steps = warmup_steps
   LinearLR.__init(self, optimizer, {
@@ -327,7 +311,7 @@ M.LambdaLR = LambdaLR
 
 -- LambdaLR(opt, function(epoch) return 0.95 ^ epoch end)
 function LambdaLR:__init(optimizer, lr_lambda, opts)
-  opts = read_opts("LambdaLR", opts, {"last_epoch"})
+  opts = check_options("LambdaLR", opts, {"last_epoch"})
   local groups = class.isinstance(optimizer, Optimizer) and #optimizer.param_groups or 0
   local fns = {}
   if type(lr_lambda) == "function" then
@@ -336,13 +320,13 @@ function LambdaLR:__init(optimizer, lr_lambda, opts)
     for i = 1, groups do
       if type(lr_lambda[i]) ~= "function" then
         raise(string.format("LambdaLR: lr_lambda[%d] is %s, expected a function", i,
-          describe(lr_lambda[i])))
+          show(lr_lambda[i])))
       end
       fns[i] = lr_lambda[i]
     end
   else
     raise(string.format("LambdaLR: lr_lambda must be a function or a sequence of %d functions "
-      .. "(one per param group), got %s", groups, describe(lr_lambda)))
+      .. "(one per param group), got %s", groups, show(lr_lambda)))
   end
   self._lambda_list = fns
   LRScheduler.__init(self, optimizer, opts.last_epoch)
@@ -365,7 +349,7 @@ function LambdaLR:get_lr()
     local f = self._lambda_list[i](self.last_epoch)
     if type(f) ~= "number" then
       raise(string.format("LambdaLR: lr_lambda of param group %d returned %s, expected a number",
-        i, describe(f)))
+        i, show(f)))
     end
     return base * f
   end)
@@ -395,11 +379,11 @@ M.OneCycleLR = OneCycleLR
 function OneCycleLR:__init(optimizer, max_lr, opts)
   local name = "OneCycleLR"
   max_lr, opts = positional(max_lr, opts, "max_lr")
-  opts = read_opts(name, opts, {"max_lr", "total_steps", "epochs", "steps_per_epoch", "pct_start",
-    "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum", "div_factor",
+  opts = check_options(name, opts, {"max_lr", "total_steps", "epochs", "steps_per_epoch",
+    "pct_start", "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum", "div_factor",
     "final_div_factor", "three_phase", "last_epoch"})
   if not class.isinstance(optimizer, Optimizer) then
-    raise(string.format("%s: expected an optimizer, got %s", name, describe(optimizer)))
+    raise(string.format("%s: expected an optimizer, got %s", name, show(optimizer)))
   end
   if opts.total_steps ~= nil then
     self.total_steps = check_positive_int(name, "total_steps", opts.total_steps)
@@ -519,23 +503,23 @@ M.SequentialLR = SequentialLR
 
 function SequentialLR:__init(optimizer, schedulers, milestones, opts)
   local name = "SequentialLR"
-  opts = read_opts(name, opts, {"last_epoch"})
+  opts = check_options(name, opts, {"last_epoch"})
   if not class.isinstance(optimizer, Optimizer) then
-    raise(string.format("%s: expected an optimizer, got %s", name, describe(optimizer)))
+    raise(string.format("%s: expected an optimizer, got %s", name, show(optimizer)))
   end
   if type(schedulers) ~= "table" or #schedulers == 0 then
     raise(name .. ": schedulers must be a non-empty sequence of schedulers")
   end
   for i, s in ipairs(schedulers) do
     if not class.isinstance(s, LRScheduler) then
-      raise(string.format("%s: schedulers[%d] is %s, expected a scheduler", name, i, describe(s)))
+      raise(string.format("%s: schedulers[%d] is %s, expected a scheduler", name, i, show(s)))
     end
     if s.optimizer ~= optimizer then
       raise(string.format("%s: schedulers[%d] belongs to another optimizer", name, i))
     end
   end
   if type(milestones) ~= "table" or #milestones ~= #schedulers - 1 then
-    local got = type(milestones) == "table" and tostring(#milestones) or describe(milestones)
+    local got = type(milestones) == "table" and tostring(#milestones) or show(milestones)
     raise(string.format("%s: expected %d milestones (one fewer than schedulers), got %s", name,
       #schedulers - 1, got))
   end

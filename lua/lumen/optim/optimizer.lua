@@ -1,11 +1,13 @@
--- lumen.optim.optimizer: the Optimizer base class (PyTorch's torch.optim.Optimizer) and the
--- helpers the optimizers, schedulers and clipping share.
+-- lumen.optim.optimizer: the Optimizer base class (PyTorch's torch.optim.Optimizer), and
+-- Optimizer.copy (a deep copy of plain data) that the schedulers share.
 --
 -- An optimizer holds `param_groups`, a sequence of groups {params = {tensors...}, lr = ...,
 -- <other hyper-parameters>}, and `state`, a table keyed by parameter tensor holding that
 -- parameter's step count and buffers (created at its first step, as PyTorch does). A subclass
 -- gives its option table (OPTIONS: name, default, kind) and a step(); everything else lives here:
 -- reading params and param groups, zero_grad, state_dict/load_state_dict, add_param_group.
+-- Errors are raised at the user's line (lumen.util.raise), however deep inside optim they are
+-- found.
 --
 -- Hyper-parameters are read from the group at every step, so a scheduler (or the user) can change
 -- `opt.param_groups[i].lr` between steps.
@@ -15,35 +17,11 @@ local Optimizer = class("Optimizer")
 
 -- ---- shared helpers ---------------------------------------------------------------------------
 
--- True for a lumen tensor (the binding's userdata with metatable "lumen.Tensor").
-local function is_tensor(v)
-  if type(v) ~= "userdata" then return false end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__name == "lumen.Tensor"
-end
-Optimizer.is_tensor = is_tensor
-
--- Raises msg at the first stack frame outside the lumen library files, so the error points at the
--- user's line however deep inside optim (or the class system) it was found.
-local function raise(msg)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info then break end
-    local src = info.source or ""
-    if info.what ~= "C" and not src:find("lumen/[%w_/]+%.lua$") then break end
-    level = level + 1
-  end
-  error(msg, level)
-end
-Optimizer.raise = raise
-
--- "[2,3]" for messages.
-local function shape_str(t) return "[" .. table.concat(t.shape, ",") .. "]" end
-Optimizer.shape_str = shape_str
+local util = require "lumen.util"
+local is_tensor, raise, shape_str, show = util.is_tensor, util.raise, util.shape_str, util.show
 
 -- A deep copy of plain Lua data (tables of numbers, strings, booleans); tensors are kept as they
--- are (shared), as PyTorch's state_dict shares its tensors.
+-- are (shared), as PyTorch's state_dict shares its tensors. Also used by the schedulers.
 local function copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
@@ -52,14 +30,6 @@ local function copy(v)
 end
 Optimizer.copy = copy
 
--- Describes a value for messages: "a string", "a table", "nil".
-local function describe(v)
-  if is_tensor(v) then return "a tensor" end
-  if v == nil then return "nil" end
-  return "a " .. type(v)
-end
-Optimizer.describe = describe
-
 -- ---- options ----------------------------------------------------------------------------------
 
 -- Checks one hyper-parameter value against its kind; returns an error message or nil.
@@ -67,12 +37,12 @@ Optimizer.describe = describe
 --   "betas": a pair {b1, b2} with each in [0, 1).
 local function check_kind(kind, v)
   if kind == "nonneg" then
-    if type(v) ~= "number" then return "must be a number, got " .. describe(v) end
+    if type(v) ~= "number" then return "must be a number, got " .. show(v) end
     if not (v >= 0) then return "must be >= 0" end
   elseif kind == "number" then
-    if type(v) ~= "number" then return "must be a number, got " .. describe(v) end
+    if type(v) ~= "number" then return "must be a number, got " .. show(v) end
   elseif kind == "bool" then
-    if type(v) ~= "boolean" then return "must be a boolean, got " .. describe(v) end
+    if type(v) ~= "boolean" then return "must be a boolean, got " .. show(v) end
   elseif kind == "betas" then
     if type(v) ~= "table" or type(v[1]) ~= "number" or type(v[2]) ~= "number" or v[3] ~= nil then
       return "must be a pair of numbers {beta1, beta2}"
@@ -118,21 +88,9 @@ end
 -- The constructor's options: known keys only, defaults filled in. A default of `nil` in OPTIONS
 -- with required = true (SGD's lr) must come either from here or from every param group.
 function Optimizer:_read_defaults(opts)
-  local name = class.name(self)
-  if opts ~= nil and type(opts) ~= "table" then
-    raise(string.format("%s: options must be a table, got %s", name, describe(opts)))
-  end
-  opts = opts or {}
-  local known = {}
-  for _, spec in ipairs(self.OPTIONS) do known[spec[1]] = true end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for _, spec in ipairs(self.OPTIONS) do names[#names + 1] = spec[1] end
-      raise(string.format("%s: unknown option '%s' (options: %s)", name, tostring(k),
-        table.concat(names, ", ")))
-    end
-  end
+  local names = {}
+  for _, spec in ipairs(self.OPTIONS) do names[#names + 1] = spec[1] end
+  opts = util.check_options(class.name(self), opts, names)
   local defaults = {}
   for _, spec in ipairs(self.OPTIONS) do
     local v = opts[spec[1]]
@@ -156,7 +114,7 @@ function Optimizer:__init(params, defaults)
   if is_tensor(params) then params = {params} end
   if type(params) ~= "table" then
     raise(string.format("%s: params must be a sequence of tensors or of param groups, got %s",
-      name, describe(params)))
+      name, show(params)))
   end
   if #params == 0 then raise(name .. ": optimizer got an empty parameter list") end
   if is_tensor(params[1]) then
@@ -165,7 +123,7 @@ function Optimizer:__init(params, defaults)
     for i, group in ipairs(params) do
       if type(group) ~= "table" or is_tensor(group) or group.params == nil then
         raise(string.format("%s: params[%d] is %s; params must be all tensors or all param groups "
-          .. "(tables with a 'params' field)", name, i, describe(group)))
+          .. "(tables with a 'params' field)", name, i, show(group)))
       end
       self:add_param_group(group)
     end
@@ -180,13 +138,13 @@ function Optimizer:add_param_group(group)
   local where = string.format(" in param group %d", #self.param_groups + 1)
   if type(group) ~= "table" or is_tensor(group) then
     raise(string.format("%s: a param group must be a table with a 'params' field, got %s", name,
-      describe(group)))
+      show(group)))
   end
   local params = group.params
   if is_tensor(params) then params = {params} end
   if type(params) ~= "table" then
     raise(string.format("%s: 'params'%s must be a tensor or a sequence of tensors, got %s", name,
-      where, describe(params)))
+      where, show(params)))
   end
   local seen = {}
   for _, other in ipairs(self.param_groups) do
@@ -206,7 +164,7 @@ function Optimizer:add_param_group(group)
   end
   for i, p in ipairs(params) do
     if not is_tensor(p) then
-      raise(string.format("%s: params[%d]%s is %s, expected a tensor", name, i, where, describe(p)))
+      raise(string.format("%s: params[%d]%s is %s, expected a tensor", name, i, where, show(p)))
     end
     if p.dtype ~= "f32" and p.dtype ~= "f64" then
       raise(string.format("%s: params[%d]%s has dtype %s; optimizers update f32 or f64 tensors",
@@ -277,7 +235,7 @@ function Optimizer:_closure(closure)
   if closure == nil then return nil end
   if type(closure) ~= "function" then
     raise(string.format("%s:step: closure must be a function, got %s", class.name(self),
-      describe(closure)))
+      show(closure)))
   end
   return closure()
 end
