@@ -1,6 +1,7 @@
-/* args_lua.c — the argument readers the op files share (ops_lua.c, math_lua.c, grad_lua.c,
- * nn_lua.c): strict scalar checks, PyTorch-style arguments given by position or by keyword,
- * the check that refuses unknown keywords, and the small result helpers (lumen_lua.h).
+/* args_lua.c — the argument readers every binding file shares (lumen_lua.h): dtype names,
+ * shapes and dims, keyword option tables, strict scalar checks, PyTorch-style arguments given by
+ * position or by keyword, the check that refuses unknown keywords, registration, and the small
+ * result helpers.
  *
  * An argument read by lb_num_arg and its kin may come at its position or in the trailing
  * options table under its PyTorch name; the option wins where both are given, so a caller can
@@ -220,4 +221,206 @@ void lb_setbox_at(lua_State *L, int idx, lm_tensor *t)
     lua_pushvalue(L, idx);
     lb_setbox(L, lua_touserdata(L, -1), t);
     lua_pop(L, 1);
+}
+
+/* ---- dtypes, shapes, dims ---------------------------------------------------------------- */
+
+static const struct { const char *name; lm_dtype dt; } dtype_names[] = {
+    {"f32", LM_F32}, {"float32", LM_F32}, {"float", LM_F32},
+    {"f64", LM_F64}, {"float64", LM_F64}, {"double", LM_F64},
+    {"i64", LM_I64}, {"int64", LM_I64}, {"long", LM_I64},
+    {"u8", LM_U8},   {"uint8", LM_U8},    {"byte", LM_U8}, {"bool", LM_U8},
+};
+
+lm_dtype lb_dtype_from_name(lua_State *L, const char *name)
+{
+    for (size_t i = 0; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
+        if (strcmp(name, dtype_names[i].name) == 0) return dtype_names[i].dt;
+    luaL_error(L, "unknown dtype '%s' (expected f32, f64, i64 or u8)", name);
+    return LM_F32;
+}
+
+lm_dtype lb_check_dtype(lua_State *L, int idx)
+{
+    return lb_dtype_from_name(L, luaL_checkstring(L, idx));
+}
+
+lm_dtype lb_opt_dtype(lua_State *L, int idx, lm_dtype def)
+{
+    return lua_isnoneornil(L, idx) ? def : lb_check_dtype(L, idx);
+}
+
+static int64_t check_size(lua_State *L, int idx, bool allow_neg)
+{
+    int isnum = 0;
+    lua_Integer v = lua_tointegerx(L, idx, &isnum);
+    if (!isnum)
+        luaL_error(L, "size must be an integer, got %s",
+                   lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+    if (v < 0 && !(allow_neg && v == -1)) luaL_error(L, "size must be >= 0, got %I", v);
+    return (int64_t)v;
+}
+
+int lb_check_shape(lua_State *L, int idx, int64_t shape[LM_MAX_DIMS], int *next, bool allow_neg)
+{
+    int n = 0;
+    /* {} followed by an options table is the empty shape (a 0-dim tensor), not options. */
+    if (lua_type(L, idx) == LUA_TTABLE &&
+        (!lb_opts(L, idx) || lua_type(L, idx + 1) == LUA_TTABLE)) {
+        n = lb_len(L, idx, LM_MAX_DIMS, "shape");
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, idx, i + 1);
+            shape[i] = check_size(L, -1, allow_neg);
+            lua_pop(L, 1);
+        }
+        if (next) *next = idx + 1;
+        return n;
+    }
+    while (lua_type(L, idx + n) == LUA_TNUMBER) {
+        if (n == LM_MAX_DIMS) luaL_error(L, "shape has more than %d dims", LM_MAX_DIMS);
+        shape[n] = check_size(L, idx + n, allow_neg);
+        n++;
+    }
+    if (next) *next = idx + n;
+    return n;
+}
+
+int lb_check_dims(lua_State *L, int idx, int dims[LM_MAX_DIMS])
+{
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        int n = lb_len(L, idx, LM_MAX_DIMS, "dims");
+        for (int i = 0; i < n; i++) {
+            lua_geti(L, idx, i + 1);
+            int isnum = 0;
+            lua_Integer d = lua_tointegerx(L, -1, &isnum);
+            if (!isnum) luaL_error(L, "dims must be integers, got %s", luaL_typename(L, -1));
+            if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_error(L, "dim %I is out of range", d);
+            dims[i] = (int)d;
+            lua_pop(L, 1);
+        }
+        return n;
+    }
+    lua_Integer d = luaL_checkinteger(L, idx);
+    if (d < -LM_MAX_DIMS || d >= LM_MAX_DIMS) luaL_argerror(L, idx, "dim out of range");
+    dims[0] = (int)d;
+    return 1;
+}
+
+int lb_len(lua_State *L, int idx, int max, const char *what)
+{
+    lua_Integer n = luaL_len(L, idx);
+    if (n < 0) luaL_error(L, "%s has a negative length (%I)", what, n);
+    if (n > max) luaL_error(L, "%s has %I entries; at most %d", what, n, max);
+    return (int)n;
+}
+
+/* ---- keyword options ------------------------------------------------------------------------ */
+
+bool lb_opts(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) return false;
+    bool has_first = lua_rawgeti(L, idx, 1) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (has_first) return false;
+    /* {} is an empty options table, but also an empty sequence: callers that accept both read it
+     * as options, which has no effect. */
+    return true;
+}
+
+int lb_trailing_opts(lua_State *L)
+{
+    int top = lua_gettop(L);
+    return top > 0 && lb_opts(L, top) ? top : 0;
+}
+
+static int opt_field(lua_State *L, int opts_idx, const char *key)
+{
+    if (opts_idx == 0) return LUA_TNIL;
+    int type = lua_getfield(L, opts_idx, key);
+    if (type == LUA_TNIL) lua_pop(L, 1);
+    return type;
+}
+
+/* "bad option 'p' to 'dropout' (number expected, got string)": names the function, as
+ * luaL_argerror does for positional arguments. */
+static void opt_type_error(lua_State *L, const char *key, const char *want)
+{
+    lua_Debug ar;
+    const char *fname = "?";
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) fname = ar.name;
+    luaL_error(L, "bad option '%s' to '%s' (%s expected, got %s)", key, fname, want,
+               luaL_typename(L, -1));
+}
+
+lua_Integer lb_opt_int(lua_State *L, int opts_idx, const char *key, lua_Integer def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    int isnum = 0;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) opt_type_error(L, key, "integer");
+    lua_pop(L, 1);
+    return v;
+}
+
+double lb_opt_num(lua_State *L, int opts_idx, const char *key, double def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TNUMBER) opt_type_error(L, key, "number");
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+bool lb_opt_bool(lua_State *L, int opts_idx, const char *key, bool def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TBOOLEAN) opt_type_error(L, key, "boolean");
+    bool v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+const char *lb_opt_str(lua_State *L, int opts_idx, const char *key, const char *def)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return def;
+    if (lua_type(L, -1) != LUA_TSTRING) opt_type_error(L, key, "string");
+    /* The string stays alive: it is referenced by the options table, which is on the stack. */
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return s;
+}
+
+lm_dtype lb_opt_dtype_field(lua_State *L, int opts_idx, const char *key, lm_dtype def)
+{
+    const char *name = lb_opt_str(L, opts_idx, key, NULL);
+    return name ? lb_dtype_from_name(L, name) : def;
+}
+
+lm_tensor *lb_opt_tensor_field(lua_State *L, int opts_idx, const char *key)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return NULL;
+    if (lb_is_closed(L, -1)) luaL_error(L, "bad option '%s' (tensor was closed)", key);
+    lm_tensor *t = lb_test(L, -1);
+    if (!t) opt_type_error(L, key, "tensor");
+    lua_pop(L, 1); /* still referenced by the options table */
+    return t;
+}
+
+bool lb_opt_has(lua_State *L, int opts_idx, const char *key)
+{
+    if (opt_field(L, opts_idx, key) == LUA_TNIL) return false;
+    lua_pop(L, 1);
+    return true;
+}
+
+void lb_register(lua_State *L, int mod_idx, int meth_idx, const lb_reg *regs)
+{
+    for (; regs->name; regs++) {
+        lua_pushcfunction(L, regs->fn);
+        if (regs->method) {
+            lua_pushvalue(L, -1);
+            lua_setfield(L, meth_idx, regs->name);
+        }
+        lua_setfield(L, mod_idx, regs->name);
+    }
 }
