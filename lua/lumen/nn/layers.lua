@@ -204,69 +204,40 @@ local conv_names = {"stride", "padding", "dilation", "groups", "bias", "padding_
 local conv_op_keys = {"stride", "padding", "dilation", "groups"}
 local transposed_op_keys = {"stride", "padding", "output_padding", "groups", "dilation"}
 
+-- One convolution class: its name, spatial dims, whether it is transposed, its constructor's
+-- option names in PyTorch's order, the options its op takes, and the op.
+local function conv_class(name, dims, transposed, names, op_keys, op)
+  local C = class(name, Module)
+  M[name] = C
+  function C:__init(in_channels, out_channels, kernel_size, ...)
+    Module.__init(self)
+    conv_setup(self, name, dims, transposed, names, in_channels, out_channels, kernel_size, ...)
+  end
+  C.reset_parameters = conv_reset
+  C.extra_repr = conv_repr
+  function C:forward(x)
+    local xb, unbatched = conv_input(self, name, dims, x)
+    local y = op(xb, self.weight, self.bias, util.forward_options(self, op_keys))
+    if unbatched then return y:squeeze(0) end
+    return y
+  end
+  return C
+end
+
 -- Conv1d(in_channels, out_channels, kernel_size, stride = 1, padding = 0, dilation = 1,
 -- groups = 1, bias = true): x [N, C, L] or [C, L].
-local Conv1d = class("Conv1d", Module)
-M.Conv1d = Conv1d
-
-function Conv1d:__init(in_channels, out_channels, kernel_size, ...)
-  Module.__init(self)
-  conv_setup(self, "Conv1d", 1, false, conv_names, in_channels, out_channels, kernel_size, ...)
-end
-
-Conv1d.reset_parameters = conv_reset
-Conv1d.extra_repr = conv_repr
-
-function Conv1d:forward(x)
-  local xb, unbatched = conv_input(self, "Conv1d", 1, x)
-  local y = lm.conv1d(xb, self.weight, self.bias, util.forward_options(self, conv_op_keys))
-  if unbatched then return y:squeeze(0) end
-  return y
-end
+conv_class("Conv1d", 1, false, conv_names, conv_op_keys, lm.conv1d)
 
 -- Conv2d(in_channels, out_channels, kernel_size, stride = 1, padding = 0, dilation = 1,
 -- groups = 1, bias = true): x [N, C, H, W] or [C, H, W]; sizes are integers or {h, w};
 -- padding may also be "same" or "valid".
-local Conv2d = class("Conv2d", Module)
-M.Conv2d = Conv2d
-
-function Conv2d:__init(in_channels, out_channels, kernel_size, ...)
-  Module.__init(self)
-  conv_setup(self, "Conv2d", 2, false, conv_names, in_channels, out_channels, kernel_size, ...)
-end
-
-Conv2d.reset_parameters = conv_reset
-Conv2d.extra_repr = conv_repr
-
-function Conv2d:forward(x)
-  local xb, unbatched = conv_input(self, "Conv2d", 2, x)
-  local y = lm.conv2d(xb, self.weight, self.bias, util.forward_options(self, conv_op_keys))
-  if unbatched then return y:squeeze(0) end
-  return y
-end
+conv_class("Conv2d", 2, false, conv_names, conv_op_keys, lm.conv2d)
 
 -- ConvTranspose2d(in_channels, out_channels, kernel_size, stride = 1, padding = 0,
 -- output_padding = 0, groups = 1, bias = true, dilation = 1): PyTorch's order, where groups
 -- comes before dilation; weight [in, out/groups, kH, kW].
-local ConvTranspose2d = class("ConvTranspose2d", Module)
-M.ConvTranspose2d = ConvTranspose2d
-
-function ConvTranspose2d:__init(in_channels, out_channels, kernel_size, ...)
-  Module.__init(self)
-  conv_setup(self, "ConvTranspose2d", 2, true, {"stride", "padding", "output_padding", "groups",
-    "bias", "dilation", "padding_mode", "dtype"}, in_channels, out_channels, kernel_size, ...)
-end
-
-ConvTranspose2d.reset_parameters = conv_reset
-ConvTranspose2d.extra_repr = conv_repr
-
-function ConvTranspose2d:forward(x)
-  local xb, unbatched = conv_input(self, "ConvTranspose2d", 2, x)
-  local y = lm.conv_transpose2d(xb, self.weight, self.bias,
-    util.forward_options(self, transposed_op_keys))
-  if unbatched then return y:squeeze(0) end
-  return y
-end
+conv_class("ConvTranspose2d", 2, true, {"stride", "padding", "output_padding", "groups", "bias",
+  "dilation", "padding_mode", "dtype"}, transposed_op_keys, lm.conv_transpose2d)
 
 -- ---- pooling ----------------------------------------------------------------------------------
 
