@@ -245,11 +245,6 @@ lm_dtype lb_check_dtype(lua_State *L, int idx)
     return lb_dtype_from_name(L, luaL_checkstring(L, idx));
 }
 
-lm_dtype lb_opt_dtype(lua_State *L, int idx, lm_dtype def)
-{
-    return lua_isnoneornil(L, idx) ? def : lb_check_dtype(L, idx);
-}
-
 static int64_t check_size(lua_State *L, int idx, bool allow_neg)
 {
     int isnum = 0;

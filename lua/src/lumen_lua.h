@@ -78,7 +78,6 @@ void lb_check_status(lua_State *L, lm_status s);
 /* "f32" "f64" "i64" "u8" (also "float32"/"float", "float64"/"double", "int64"/"long",
  * "uint8"/"byte"/"bool") -> dtype; raises with the list of names otherwise. */
 lm_dtype lb_check_dtype(lua_State *L, int idx);
-lm_dtype lb_opt_dtype(lua_State *L, int idx, lm_dtype def);
 lm_dtype lb_dtype_from_name(lua_State *L, const char *name);
 
 /* A shape given as integers from idx on (stopping at the first non-number) or as one table
